@@ -1,0 +1,19 @@
+"""meshdream: text to textured 3D asset by score distillation sampling (DreamFusion, Magic3D).
+
+Stages, each a plain function (and a CLI command of the same name):
+    coarse(prompt, out)  NeRF by SDS -> RUN/coarse/mesh.ply
+    refine(run)          mesh + UV texture by SDS through differentiable rasterisation
+    export(run, format)  GLB / glTF / OBJ / PLY
+    generate(prompt, out) all three, plus a turntable GIF
+"""
+__version__ = "0.1.0"
+
+__all__ = ["coarse", "refine", "export", "generate", "__version__"]
+
+
+def __getattr__(name):  # lazy: `import meshdream` stays cheap, torch loads on first use
+    if name in ("coarse", "refine", "export", "generate"):
+        import importlib
+
+        return getattr(importlib.import_module(f"meshdream.pipeline.{name}"), name)
+    raise AttributeError(f"module 'meshdream' has no attribute {name!r}")

@@ -1,0 +1,167 @@
+"""Plain dataclass configs, loaded from YAML with strict key checking.
+
+Every stage owns one dataclass (``CoarseConfig`` in ``meshdream.coarse`` …). Its defaults are the
+truth; ``configs/*.yaml`` are presets that override some of them. Unknown keys and values of the
+wrong type are errors that name the key and list what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any, Mapping, Type, TypeVar
+
+import yaml
+
+from .errors import UserInputError
+
+T = TypeVar("T")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp`` or raise UserInputError naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except UserInputError as e:
+                errors.append(str(e))
+        raise UserInputError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise UserInputError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, where=where)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise UserInputError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise UserInputError(f"{where}: expected {len(args)} values, got {list(value)!r}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is typing.Literal:
+        if value not in args:
+            raise UserInputError(f"{where}: {value!r} is not allowed; choose one of {', '.join(map(repr, args))}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserInputError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserInputError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserInputError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserInputError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping; unknown keys raise UserInputError listing known ones."""
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise UserInputError(
+            f"unknown config key {prefix}{unknown[0]!s}; allowed keys{' in ' + where if where else ''}: "
+            f"{', '.join(sorted(types_))}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else key
+        kwargs[key] = _coerce(value, types_[key], name)
+    return cls(**kwargs)
+
+
+def merge(config: T, overrides: Mapping[str, Any], where: str = "") -> T:
+    """Return a copy of dataclass ``config`` with (nested) ``overrides`` applied and type-checked."""
+    types_ = _field_types(type(config))
+    unknown = sorted(set(overrides) - set(types_))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise UserInputError(
+            f"unknown config key {prefix}{unknown[0]}; allowed keys{' in ' + where if where else ''}: "
+            f"{', '.join(sorted(types_))}"
+        )
+    changes = {}
+    for key, value in overrides.items():
+        name = f"{where}.{key}" if where else key
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+            changes[key] = merge(current, value, where=name)
+        else:
+            changes[key] = _coerce(value, types_[key], name)
+    return dataclasses.replace(config, **changes)
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a non-mapping is a UserInputError naming the path."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserInputError(f"config file {path!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise UserInputError(f"config file {path!r} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserInputError(f"config file {path!r} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: Type[T], path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> T:
+    """Defaults of ``cls``, then the YAML file at ``path`` (if any), then ``overrides`` (None values skipped)."""
+    config = cls()
+    if path is not None:
+        config = merge(config, load_yaml(path))
+    if overrides:
+        config = merge(config, {k: v for k, v in overrides.items() if v is not None})
+    return config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of a dataclass config (tuples become lists, so it round-trips through YAML)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config: Any, path: str | os.PathLike) -> None:
+    """Write ``config`` as YAML atomically."""
+    from .checkpoint import atomic_write_bytes
+
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,1 @@
+"""The four stages as plain functions; ``meshdream.coarse`` etc. re-export them."""

@@ -1,0 +1,38 @@
+"""Shading shared by the NeRF renderer, the mesh renderer and the prior's data set.
+
+DreamFusion-style: colour = albedo * (ambient + diffuse * max(0, n.l)); "textureless" uses a white
+albedo so SDS must explain the image by geometry alone.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+ShadingMode = Literal["albedo", "lambertian", "textureless"]
+SHADING_MODES = ("albedo", "lambertian", "textureless")
+
+
+def shade(
+    albedo: torch.Tensor,
+    normal: torch.Tensor,
+    point: torch.Tensor,
+    light_position: torch.Tensor,
+    mode: str,
+    ambient: float = 0.3,
+    diffuse: float = 0.7,
+) -> torch.Tensor:
+    """Shade surface points.
+
+    albedo [..., 3] in [0, 1]; normal [..., 3] unit (outward); point [..., 3] world positions;
+    light_position broadcastable to point. Returns colour [..., 3].
+    """
+    if mode == "albedo":
+        return albedo
+    if mode not in SHADING_MODES:
+        raise ValueError(f"unknown shading mode {mode!r}; choose one of {', '.join(SHADING_MODES)}")
+    light_dir = light_position - point
+    light_dir = light_dir / light_dir.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    lambert = (normal * light_dir).sum(-1, keepdim=True).clamp_min(0.0)
+    base = torch.ones_like(albedo) if mode == "textureless" else albedo
+    return (base * (ambient + diffuse * lambert)).clamp(0.0, 1.0)

@@ -1,0 +1,95 @@
+"""Build meshdream and its C++ extension ``meshdream._C`` (C++17, -O3, OpenMP when available)."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version() -> str:
+    with open(os.path.join(HERE, "meshdream", "__init__.py"), encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
+def compiler_supports_openmp() -> bool:
+    """Try to compile and link a tiny OpenMP program with the default C++ compiler."""
+    if os.environ.get("MESHDREAM_NO_OPENMP"):
+        return False
+    cxx = os.environ.get("CXX", "c++")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp.cpp")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
+        cmd = [cxx, "-fopenmp", src, "-o", os.path.join(tmp, "omp")]
+        try:
+            return subprocess.run(cmd, capture_output=True).returncode == 0
+        except OSError:
+            return False
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        openmp = sys.platform != "win32" and compiler_supports_openmp()
+        for ext in self.extensions:
+            if openmp:
+                ext.extra_compile_args.append("-fopenmp")
+                ext.extra_link_args.append("-fopenmp")
+                ext.define_macros.append(("MESHDREAM_OPENMP", "1"))
+        super().build_extensions()
+
+
+sources = sorted(glob.glob(os.path.join("cpp", "*.cpp")))
+ext_modules = [
+    Pybind11Extension(
+        "meshdream._C",
+        sources,
+        include_dirs=["cpp"],
+        cxx_std=17,
+        extra_compile_args=["-O3"] if sys.platform != "win32" else ["/O2"],
+    )
+]
+
+setup(
+    name="meshdream",
+    version=read_version(),
+    description="Text to textured 3D asset by score distillation of a 2D diffusion model (coarse NeRF + mesh refinement).",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["meshdream", "meshdream.*"]),
+    package_data={"meshdream": ["guidance/embedded_prior/**/*", "guidance/embedded_prior/*"]},
+    include_package_data=True,
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": BuildExt},
+    python_requires=">=3.9",
+    install_requires=[
+        # 2.13.0 (CPU wheel on disk here) satisfies this range, so nothing more is pulled once it is installed.
+        "torch>=2.1",
+        "numpy>=1.23",
+        "click>=8.1",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+        "diffusers>=0.27",
+        "transformers>=4.38",
+        "safetensors>=0.4",
+        "tokenizers>=0.15",
+        "pillow>=9",
+        "imageio>=2.28",
+        "xatlas>=0.0.9",
+        "trimesh>=4",
+        "pymeshlab>=2023.12",
+        "scikit-image>=0.21",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16"],
+        "bench": ["PyMCubes>=0.1.4"],
+    },
+    entry_points={"console_scripts": ["meshdream=meshdream.cli:main"]},
+)
