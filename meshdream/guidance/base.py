@@ -1,0 +1,188 @@
+"""Score distillation sampling (DreamFusion) shared by every guidance model.
+
+Data flow: prompt -> PromptEmbeddings (one per view label + unconditional) -> for rendered images
+[B, 3, H, W] in [0, 1]: model input x (pixels or VAE latents) -> t ~ U[t_min, t_max(progress)],
+noise -> x_t -> eps_pred with classifier-free guidance -> grad = w(t) (eps_pred - eps) -> a loss whose
+gradient with respect to x is exactly grad.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..cameras import VIEW_LABELS, view_label, view_prompt
+from ..errors import UserInputError
+
+
+@dataclass
+class GuidanceConfig:
+    """Which model guides the optimisation and how its SDS gradient is formed.
+
+    ``None`` fields take the model's recommended value (SD ~100, IF ~20, embedded prior: from its
+    meshdream_prior.json)."""
+
+    name: str = "embedded"  # "embedded" | "stable-diffusion" | "deepfloyd-if" | hub id | local folder
+    guidance_scale: Optional[float] = None
+    t_min: Optional[float] = None  # fraction of the training timesteps
+    t_max: Optional[float] = None  # at the start of the optimisation ...
+    t_max_end: Optional[float] = None  # ... annealed linearly to this at the end
+    grad_clip: Optional[float] = None  # clamp each element of the SDS gradient to [-c, c]
+    negative_prompt: str = ""
+    view_dependent: bool = True
+    half_precision: bool = True  # fp16 weights on CUDA (ignored on CPU)
+
+
+@dataclass
+class ResolvedSettings:
+    guidance_scale: float
+    t_min: float
+    t_max: float
+    t_max_end: float
+
+
+def resolve_settings(config: GuidanceConfig, recommended: Dict[str, float]) -> ResolvedSettings:
+    def pick(name: str) -> float:
+        value = getattr(config, name)
+        return float(recommended[name] if value is None else value)
+
+    s = ResolvedSettings(pick("guidance_scale"), pick("t_min"), pick("t_max"), pick("t_max_end"))
+    if not 0.0 <= s.t_min < s.t_max <= 1.0 or not s.t_min < s.t_max_end <= 1.0:
+        raise UserInputError(f"guidance timestep range t_min={s.t_min}, t_max={s.t_max}, t_max_end={s.t_max_end} is invalid; "
+                             "need 0 <= t_min < t_max <= 1 and t_min < t_max_end <= 1")
+    return s
+
+
+@dataclass
+class PromptEmbeddings:
+    """Text embeddings: ``cond[label]`` [1, L, D] for each view label ('' = no view suffix) and
+    ``uncond`` [1, L, D] (the negative prompt or the empty prompt)."""
+
+    prompt: str
+    cond: Dict[str, torch.Tensor]
+    uncond: torch.Tensor
+    view_dependent: bool
+
+    def select(self, azimuth: torch.Tensor, elevation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cond, uncond [B, L, D] for cameras at ``azimuth``, ``elevation`` [B] (degrees)."""
+        if self.view_dependent:
+            labels = [view_label(float(a), float(e)) for a, e in zip(azimuth, elevation)]
+            cond = torch.cat([self.cond[lbl] for lbl in labels])
+        else:
+            cond = self.cond[""].expand(len(azimuth), -1, -1)
+        return cond, self.uncond.expand(len(azimuth), -1, -1)
+
+
+@dataclass
+class SDSOutput:
+    loss: torch.Tensor  # scalar; d loss / d x = grad (summed over the batch, averaged over B)
+    timesteps: torch.Tensor  # [B] integer timesteps used
+    grad_norm: float  # norm of the SDS gradient (after clipping)
+
+
+def check_prompt(prompt: str) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UserInputError(f"the prompt {prompt!r} is empty; describe the object, e.g. 'a red cube'")
+    return prompt.strip()
+
+
+def view_prompts(prompt: str, view_dependent: bool) -> Dict[str, str]:
+    """{'': prompt} or {'front': 'PROMPT, front view', ...}."""
+    if not view_dependent:
+        return {"": prompt}
+    return {label: view_prompt(prompt, label) for label in VIEW_LABELS}
+
+
+def annealed_t_max(settings: ResolvedSettings, progress: float) -> float:
+    p = min(max(float(progress), 0.0), 1.0)
+    return settings.t_max + (settings.t_max_end - settings.t_max) * p
+
+
+def sample_timesteps(batch: int, settings: ResolvedSettings, progress: float, num_train_timesteps: int,
+                     generator: torch.Generator | None) -> torch.Tensor:
+    """[B] integer timesteps uniform in [t_min, t_max(progress)] of the training range."""
+    lo = int(settings.t_min * num_train_timesteps)
+    hi = max(lo + 1, int(annealed_t_max(settings, progress) * num_train_timesteps))
+    hi = min(hi, num_train_timesteps - 1)
+    return torch.randint(lo, hi + 1, (batch,), generator=generator)
+
+
+def sds_from_model(
+    x: torch.Tensor,
+    cond: torch.Tensor,
+    uncond: torch.Tensor,
+    predict_eps,
+    alphas_cumprod: torch.Tensor,
+    settings: ResolvedSettings,
+    progress: float,
+    grad_clip: float | None,
+    generator: torch.Generator | None,
+) -> SDSOutput:
+    """The SDS loss on model inputs ``x`` [B, C, h, w] (pixels in [-1, 1] or latents).
+
+    ``predict_eps(x_t, t, context)`` returns eps for the batched [uncond; cond] contexts.
+    Randomness (t and noise) comes from ``generator`` (drawn on the CPU) so runs are reproducible.
+    """
+    B = x.shape[0]
+    t = sample_timesteps(B, settings, progress, alphas_cumprod.shape[0], generator)
+    noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
+    a = alphas_cumprod.to(x.device)[t.to(x.device)].view(B, 1, 1, 1).float()
+    with torch.no_grad():
+        x_t = a.sqrt() * x.detach().float() + (1 - a).sqrt() * noise
+        eps = predict_eps(torch.cat([x_t, x_t]), torch.cat([t, t]).to(x.device), torch.cat([uncond, cond])).float()
+        eps_uncond, eps_cond = eps.chunk(2)
+        eps_pred = eps_uncond + settings.guidance_scale * (eps_cond - eps_uncond)
+        grad = (1 - a) * (eps_pred - noise)  # w(t) = 1 - alpha_bar(t) (DreamFusion)
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        if grad_clip is not None:
+            grad = grad.clamp(-grad_clip, grad_clip)
+    target = (x.float() - grad).detach()
+    loss = 0.5 * F.mse_loss(x.float(), target, reduction="sum") / B
+    return SDSOutput(loss=loss, timesteps=t, grad_norm=float(grad.norm()))
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize [B, C, H, W] to size x size (area-averaged when shrinking, bilinear when growing)."""
+    if images.shape[-2:] == (size, size):
+        return images
+    if images.shape[-1] > size:
+        return F.interpolate(images, (size, size), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(images, (size, size), mode="bilinear", align_corners=False)
+
+
+class UnknownWordsWarning(UserWarning):
+    """The prompt has words the embedded prior never saw in training."""
+
+
+def warn_unknown_words(prompt: str, known: list[str]) -> list[str]:
+    import re
+
+    words = re.findall(r"[a-z]+", prompt.lower())
+    unknown = [w for w in words if w not in set(known)]
+    if unknown:
+        warnings.warn(
+            f"the embedded prior does not know the word(s) {', '.join(repr(w) for w in dict.fromkeys(unknown))}; "
+            f"it knows: {', '.join(w for w in known if w.isalpha())}. Use a prompt like 'a red cube', or a "
+            "Stable Diffusion / DeepFloyd IF model with --guidance.",
+            UnknownWordsWarning,
+            stacklevel=3,
+        )
+    return unknown
+
+
+class Guidance:
+    """Interface of every guidance model (see the module docstring for the data flow)."""
+
+    resolution: int
+    settings: ResolvedSettings
+    config: GuidanceConfig
+
+    def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
+        raise NotImplementedError
+
+    def sds_loss(self, images: torch.Tensor, embeddings: PromptEmbeddings, azimuth: torch.Tensor, elevation: torch.Tensor,
+                 progress: float, generator: torch.Generator | None = None) -> SDSOutput:
+        raise NotImplementedError

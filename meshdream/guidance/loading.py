@@ -1,0 +1,91 @@
+"""Finding a guidance model: the embedded prior, a local diffusers folder, or a hub id.
+
+Hub access is checked quickly up front (a DNS look-up), so an id that cannot be loaded offline gives a
+clear error at once instead of minutes of retries.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ..errors import UserInputError
+
+ALIASES = {
+    "stable-diffusion": "stabilityai/stable-diffusion-2-1-base",
+    "deepfloyd-if": "DeepFloyd/IF-I-XL-v1.0",
+}
+
+
+def embedded_prior_path() -> Path:
+    return Path(__file__).resolve().parent / "embedded_prior"
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def unloadable(name: str, reason: str) -> UserInputError:
+    return UserInputError(
+        f"cannot load guidance model {name!r}: {reason}. Pass a local folder with the model in diffusers format "
+        "(e.g. a downloaded snapshot: --guidance /path/to/stable-diffusion-2-1-base), or use the offline embedded "
+        "prior: --guidance embedded"
+    )
+
+
+def resolve(name: str) -> tuple[str, dict]:
+    """Map a guidance name to (path or hub id, model_index.json contents)."""
+    if not name or not name.strip():
+        raise UserInputError("the guidance name is empty; use 'embedded', 'stable-diffusion', 'deepfloyd-if', a hub id or a folder")
+    if name == "embedded":
+        path = embedded_prior_path()
+        if not (path / "model_index.json").is_file():
+            raise UserInputError(f"the embedded prior is missing from {path}; reinstall meshdream")
+        return str(path), json.loads((path / "model_index.json").read_text())
+    target = ALIASES.get(name, name)
+    local = Path(os.path.expanduser(target))
+    if local.is_dir():
+        index = local / "model_index.json"
+        if not index.is_file():
+            raise UserInputError(f"guidance folder {str(local)!r} has no model_index.json; it must be a diffusers pipeline folder")
+        return str(local), json.loads(index.read_text())
+    looks_like_path = target.startswith((".", "/", "~")) or target.count("/") != 1
+    if looks_like_path:
+        raise UserInputError(f"guidance {name!r} is not a folder and not a hub id; use 'embedded', 'stable-diffusion', "
+                             "'deepfloyd-if', an 'owner/name' hub id or a local diffusers folder")
+    from huggingface_hub import hf_hub_download
+
+    try:  # already in the local cache?
+        return target, json.loads(Path(hf_hub_download(target, "model_index.json", local_files_only=True)).read_text())
+    except Exception:
+        pass
+    if not _hub_reachable():
+        raise unloadable(target, "the Hugging Face hub is not reachable from here and the model is not in the local cache")
+    try:
+        return target, json.loads(Path(hf_hub_download(target, "model_index.json")).read_text())
+    except Exception as e:
+        raise unloadable(target, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+
+
+def kind_of(index: dict, path: str) -> str:
+    """'latent' (Stable Diffusion family) or 'pixel' (DeepFloyd IF stage I, the embedded prior)."""
+    cls = str(index.get("_class_name", ""))
+    if "vae" in index or cls.startswith("StableDiffusion"):
+        return "latent"
+    if cls.startswith("IF") or cls == "MeshdreamPriorPipeline" or "unet" in index:
+        return "pixel"
+    raise UserInputError(f"guidance model {path!r} ({cls or 'unknown pipeline'}) is neither a Stable Diffusion nor a "
+                         "pixel-space (DeepFloyd IF stage I) pipeline")

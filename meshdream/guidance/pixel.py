@@ -1,0 +1,64 @@
+"""Pixel-space guidance: DeepFloyd IF stage I (the public cousin of Imagen) and the embedded prior."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_prompt, resize, resolve_settings,
+                   sds_from_model, view_prompts, warn_unknown_words)
+from .text import load_text_model
+
+IF_RECOMMENDED = {"guidance_scale": 20.0, "t_min": 0.02, "t_max": 0.98, "t_max_end": 0.5}
+
+
+class PixelGuidance(Guidance):
+    """SDS directly on RGB pixels resized to the UNet's sample size (IF: 64, embedded prior: 32).
+
+    A UNet with 6 output channels predicts (eps, variance) as IF does: the first 3 are eps."""
+
+    def __init__(self, path: str, config: GuidanceConfig, device: torch.device | str = "cpu"):
+        from diffusers import DDPMScheduler, UNet2DConditionModel
+
+        self.config, self.device = config, torch.device(device)
+        dtype = torch.float16 if (self.device.type == "cuda" and config.half_precision) else torch.float32
+        self.tokenizer, self.encode_text = load_text_model(path, self.device, dtype)
+        self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype).to(self.device)
+        self.unet.eval().requires_grad_(False)
+        self.scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
+        self.dtype = dtype
+        meta_file = Path(path) / "meshdream_prior.json" if os.path.isdir(path) else None
+        self.meta = json.loads(meta_file.read_text()) if meta_file is not None and meta_file.is_file() else None
+        recommended = dict(IF_RECOMMENDED, **(self.meta or {}).get("recommended", {}))
+        self.settings = resolve_settings(config, recommended)
+        self.resolution = int(self.unet.config.sample_size)
+        self.known_words = (self.meta or {}).get("vocabulary")
+
+    def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
+        prompt = check_prompt(prompt)
+        negative = self.config.negative_prompt if negative_prompt is None else negative_prompt
+        if self.known_words:
+            warn_unknown_words(prompt + " " + negative, self.known_words)
+        texts = view_prompts(prompt, self.config.view_dependent)
+        with torch.no_grad():
+            emb = self.encode_text(list(texts.values()) + [negative])
+        cond = {label: emb[i : i + 1] for i, label in enumerate(texts)}
+        return PromptEmbeddings(prompt=prompt, cond=cond, uncond=emb[-1:], view_dependent=self.config.view_dependent)
+
+    def sds_loss(self, images: torch.Tensor, embeddings: PromptEmbeddings, azimuth: torch.Tensor, elevation: torch.Tensor,
+                 progress: float, generator: torch.Generator | None = None) -> SDSOutput:
+        """images [B, 3, H, W] in [0, 1] -> SDS loss on their pixels at the model's resolution."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+        x = resize(images, self.resolution) * 2 - 1
+        cond, uncond = embeddings.select(azimuth, elevation)
+
+        def predict_eps(x_t, t, context):
+            out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=context.to(self.dtype)).sample
+            return out[:, :3]
+
+        return sds_from_model(x, cond, uncond, predict_eps, self.alphas_cumprod, self.settings, progress,
+                              self.config.grad_clip, generator)

@@ -1,0 +1,65 @@
+"""Latent-space guidance: Stable Diffusion 1.x / 2.x through diffusers."""
+from __future__ import annotations
+
+import torch
+
+from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_prompt, resize, resolve_settings,
+                   sds_from_model, view_prompts)
+from .text import load_text_model
+
+SD_RECOMMENDED = {"guidance_scale": 100.0, "t_min": 0.02, "t_max": 0.98, "t_max_end": 0.5}
+
+
+class StableDiffusionGuidance(Guidance):
+    """SDS on VAE latents: images are resized to the VAE's native size and encoded with gradient."""
+
+    def __init__(self, path: str, config: GuidanceConfig, device: torch.device | str = "cpu"):
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+        self.config, self.device = config, torch.device(device)
+        dtype = torch.float16 if (self.device.type == "cuda" and config.half_precision) else torch.float32
+        self.dtype = dtype
+        self.tokenizer, self.encode_text = load_text_model(path, self.device, dtype)
+        self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype).to(self.device)
+        self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype).to(self.device)
+        for m in (self.vae, self.unet):
+            m.eval().requires_grad_(False)
+        self.scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
+        self.v_prediction = self.scheduler.config.prediction_type == "v_prediction"
+        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.resolution = int(self.unet.config.sample_size) * self.vae_scale
+        self.settings = resolve_settings(config, SD_RECOMMENDED)
+
+    def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
+        prompt = check_prompt(prompt)
+        negative = self.config.negative_prompt if negative_prompt is None else negative_prompt
+        texts = view_prompts(prompt, self.config.view_dependent)
+        with torch.no_grad():
+            emb = self.encode_text(list(texts.values()) + [negative])
+        cond = {label: emb[i : i + 1] for i, label in enumerate(texts)}
+        return PromptEmbeddings(prompt=prompt, cond=cond, uncond=emb[-1:], view_dependent=self.config.view_dependent)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [0, 1] -> latents [B, 4, h, w] (differentiable)."""
+        x = resize(images, self.resolution) * 2 - 1
+        posterior = self.vae.encode(x.to(self.dtype)).latent_dist
+        return posterior.mean.float() * self.vae.config.scaling_factor
+
+    def sds_loss(self, images: torch.Tensor, embeddings: PromptEmbeddings, azimuth: torch.Tensor, elevation: torch.Tensor,
+                 progress: float, generator: torch.Generator | None = None) -> SDSOutput:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+        latents = self.encode_images(images)
+        cond, uncond = embeddings.select(azimuth, elevation)
+        alphas = self.alphas_cumprod.to(self.device)
+
+        def predict_eps(x_t, t, context):
+            out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=context.to(self.dtype)).sample.float()
+            if self.v_prediction:  # eps = sqrt(a) v + sqrt(1 - a) x_t
+                a = alphas[t].view(-1, 1, 1, 1)
+                out = a.sqrt() * out + (1 - a).sqrt() * x_t.float()
+            return out
+
+        return sds_from_model(latents, cond, uncond, predict_eps, self.alphas_cumprod, self.settings, progress,
+                              self.config.grad_clip, generator)

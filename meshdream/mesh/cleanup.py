@@ -1,0 +1,68 @@
+"""Mesh clean-up on pymeshlab: floaters, duplicate vertices, degenerate faces, decimation."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def clean_mesh(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    colors: np.ndarray | None = None,
+    *,
+    min_component_fraction: float = 0.05,
+    merge_distance: float | None = None,
+    target_faces: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Clean a triangle mesh.
+
+    vertices [V, 3], faces [F, 3], colors optional [V, 3] in [0, 1].
+    - drops connected components with fewer than ``min_component_fraction`` of the largest one's faces
+      (floaters of the NeRF),
+    - merges vertices closer than ``merge_distance`` (default: 1e-4 of the bounding-box diagonal),
+    - removes duplicate and zero-area faces and unreferenced vertices,
+    - decimates to about ``target_faces`` faces by quadric edge collapse (keeping the topology).
+    Returns (vertices float32, faces int64, colors float32 or None).
+    """
+    import pymeshlab
+
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int32)
+    if len(faces) == 0:
+        return vertices.astype(np.float32), faces.astype(np.int64).reshape(0, 3), None if colors is None else np.asarray(colors, np.float32)
+    kwargs = {}
+    if colors is not None:
+        c = np.asarray(colors, dtype=np.float64)
+        kwargs["v_color_matrix"] = np.concatenate([c, np.ones((len(c), 1))], axis=1)
+    ms = pymeshlab.MeshSet()
+    ms.add_mesh(pymeshlab.Mesh(vertex_matrix=vertices, face_matrix=faces, **kwargs))
+    diag = float(np.linalg.norm(vertices.max(0) - vertices.min(0))) or 1.0
+    ms.meshing_merge_close_vertices(threshold=pymeshlab.PureValue(merge_distance if merge_distance is not None else 1e-4 * diag))
+    ms.meshing_remove_duplicate_faces()
+    ms.meshing_remove_null_faces()
+    if min_component_fraction > 0:
+        sizes = _component_sizes(ms.current_mesh().face_matrix())
+        if len(sizes) > 1:
+            ms.meshing_remove_connected_component_by_face_number(mincomponentsize=max(1, int(min_component_fraction * max(sizes))))
+    ms.meshing_remove_unreferenced_vertices()
+    if target_faces is not None and ms.current_mesh().face_number() > target_faces:
+        ms.meshing_decimation_quadric_edge_collapse(targetfacenum=int(target_faces), preservenormal=True, preservetopology=True,
+                                                     optimalplacement=True, planarquadric=True)
+        ms.meshing_remove_unreferenced_vertices()
+    m = ms.current_mesh()
+    out_colors = m.vertex_color_matrix()[:, :3].astype(np.float32) if colors is not None else None
+    return m.vertex_matrix().astype(np.float32), m.face_matrix().astype(np.int64), out_colors
+
+
+def _component_sizes(faces: np.ndarray) -> list[int]:
+    """Face counts of the edge-connected components."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    if len(faces) == 0:
+        return []
+    n = int(faces.max()) + 1
+    rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
+    graph = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return np.bincount(labels[faces[:, 0]]).tolist()

@@ -1,0 +1,44 @@
+import numpy as np
+import trimesh
+
+from meshdream.mesh import clean_mesh, marching_cubes
+
+
+def sphere_mesh(n=40):
+    x = np.linspace(-1, 1, n)
+    X, Y, Z = np.meshgrid(x, x, x, indexing="ij")
+    field = np.maximum(0.6 - np.sqrt(X ** 2 + Y ** 2 + Z ** 2), 0.06 - np.sqrt((X - 0.85) ** 2 + (Y - 0.85) ** 2 + (Z - 0.85) ** 2))
+    return marching_cubes(field, 0.0, bounds=((-1, -1, -1), (1, 1, 1)))
+
+
+def test_floater_is_dropped_and_colours_kept():
+    v, f = sphere_mesh()
+    big = trimesh.Trimesh(v, f, process=False).split(only_watertight=False)
+    assert len(big) == 2
+    colours = np.tile([[1.0, 0.0, 0.0]], (len(v), 1))
+    v2, f2, c2 = clean_mesh(v, f, colours)
+    parts = trimesh.Trimesh(v2, f2, process=False).split(only_watertight=False)
+    assert len(parts) == 1 and parts[0].is_watertight
+    assert c2.shape == (len(v2), 3) and np.allclose(c2, [1, 0, 0], atol=1e-2)
+
+
+def test_decimation_hits_target_and_stays_closed():
+    v, f = sphere_mesh(48)
+    v2, f2, _ = clean_mesh(v, f, target_faces=1000)
+    assert 800 <= len(f2) <= 1000
+    m = trimesh.Trimesh(v2, f2, process=False)
+    assert m.is_watertight and m.volume > 0
+
+
+def test_duplicate_vertices_and_degenerate_faces_go():
+    box = trimesh.creation.box()
+    v = np.concatenate([box.vertices, box.vertices])  # every vertex twice
+    f = np.concatenate([box.faces, box.faces[:4] + len(box.vertices), [[0, 0, 1]]])
+    v2, f2, _ = clean_mesh(v, f, min_component_fraction=0)
+    assert len(v2) == 8 and len(f2) == 12
+    assert trimesh.Trimesh(v2, f2, process=False).is_watertight
+
+
+def test_empty_mesh_passes_through():
+    v, f, c = clean_mesh(np.zeros((0, 3)), np.zeros((0, 3), int))
+    assert v.shape == (0, 3) and f.shape == (0, 3) and c is None
