@@ -1,0 +1,173 @@
+"""Volume rendering of the NeRF field along camera rays, with stratified samples inside the scene box
+and empty-space skipping through an occupancy grid."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from ..shading import shade
+
+
+@dataclass
+class RenderOutput:
+    """Per ray: rgb [R, 3], opacity [R], depth [R]; per sample (for regularisers): weights [R, S],
+    normals [R, S, 3] (None when not shaded), dirs [R, 3]."""
+
+    rgb: torch.Tensor
+    opacity: torch.Tensor
+    depth: torch.Tensor
+    weights: torch.Tensor
+    normals: Optional[torch.Tensor]
+    dirs: torch.Tensor
+    evaluated: int  # field evaluations spent (after empty-space skipping)
+
+
+def ray_box(origins: torch.Tensor, dirs: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Entry and exit distances [R] of rays with the cube [-bound, bound]^3, and a hit mask [R]."""
+    inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
+    t0 = (-bound - origins) * inv
+    t1 = (bound - origins) * inv
+    near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
+    far = torch.maximum(t0, t1).amin(-1)
+    return near, far, far > near
+
+
+class OccupancyGrid:
+    """A coarse grid of density estimates (EMA of the max seen); samples in cells below the threshold
+    are skipped. ``occupied(x)`` is conservative: a cell is empty only after an update saw it empty."""
+
+    def __init__(self, resolution: int = 32, bound: float = 1.0, decay: float = 0.9, threshold: float = 0.1):
+        self.resolution, self.bound, self.decay, self.threshold = resolution, bound, decay, threshold
+        self.density = torch.full((resolution,) * 3, float("inf"))  # unknown = occupied
+
+    def cell_index(self, x: torch.Tensor) -> torch.Tensor:
+        u = ((x / self.bound + 1) / 2 * self.resolution).long().clamp(0, self.resolution - 1)
+        return (u[..., 0] * self.resolution + u[..., 1]) * self.resolution + u[..., 2]
+
+    def occupied(self, x: torch.Tensor) -> torch.Tensor:
+        return self.density.view(-1)[self.cell_index(x)] > self.threshold
+
+    @torch.no_grad()
+    def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator | None = None) -> None:
+        """Evaluate density at a random point in every cell and blend it into the estimates."""
+        R = self.resolution
+        idx = torch.stack(torch.meshgrid(*(torch.arange(R),) * 3, indexing="ij"), -1).view(-1, 3).float()
+        pts = ((idx + torch.rand(idx.shape, generator=generator)) / R * 2 - 1) * self.bound
+        d = torch.cat([density_fn(chunk) for chunk in pts.split(65536)]).view(R, R, R)
+        old = torch.where(torch.isinf(self.density), d, self.density)
+        self.density = torch.maximum(old * self.decay, d)
+
+    def state_dict(self) -> dict:
+        return {"density": self.density.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.density = state["density"].clone()
+
+    @property
+    def occupied_fraction(self) -> float:
+        return float((self.density > self.threshold).float().mean())
+
+
+def render_rays(
+    field,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    *,
+    num_samples: int,
+    bound: float,
+    shading: str,
+    light_position: torch.Tensor,
+    background: torch.Tensor,
+    occupancy: OccupancyGrid | None = None,
+    generator: torch.Generator | None = None,
+    with_normals: bool = True,
+    ambient: float = 0.3,
+    diffuse: float = 0.7,
+) -> RenderOutput:
+    """Render rays origins, dirs [R, 3] (unit dirs). light_position [R, 3]; background [R, 3].
+
+    Stratified sampling: S samples per ray, one uniform in each of S equal bins between the ray's
+    entry and exit of the scene box (jitter from ``generator``; no jitter when it is None).
+    """
+    R, S = origins.shape[0], num_samples
+    device = origins.device
+    near, far, hit = ray_box(origins, dirs, bound)
+    far = torch.where(hit, far, near + 1e-3)
+    jitter = torch.rand(R, S, generator=generator).to(device) if generator is not None else torch.full((R, S), 0.5, device=device)
+    bins = (torch.arange(S, device=device, dtype=origins.dtype) + jitter) / S  # [R, S]
+    t = near[:, None] + (far - near)[:, None] * bins
+    delta = (far - near)[:, None] / S * torch.ones_like(t)
+    pts = origins[:, None, :] + dirs[:, None, :] * t[..., None]  # [R, S, 3]
+    flat = pts.reshape(-1, 3)
+    active = hit[:, None].expand(R, S).reshape(-1)
+    if occupancy is not None:
+        active = active & occupancy.occupied(flat)
+    # pass 1, without gradients: densities of the candidates give each sample's transmittance; samples
+    # hidden behind the surface (transmittance < 1e-3) add nothing to the image and are dropped
+    cand = active.nonzero().squeeze(1)
+    if cand.numel():
+        with torch.no_grad():
+            d0 = torch.zeros(R * S, device=device, dtype=origins.dtype)
+            d0[cand] = field.density(flat[cand])
+            a0 = 1 - torch.exp(-d0.view(R, S) * delta)
+            t0 = torch.cumprod(torch.cat([torch.ones(R, 1, device=device, dtype=a0.dtype), 1 - a0 + 1e-10], 1), 1)[:, :-1]
+            active = active & (t0.reshape(-1) > 1e-3)
+            visible = (a0 * t0).reshape(-1) > 1e-3  # samples that show in the image: they get normals
+    idx = active.nonzero().squeeze(1)
+    density = torch.zeros(R * S, device=device, dtype=origins.dtype)
+    colour = torch.zeros(R * S, 3, device=device, dtype=origins.dtype)
+    normals = None
+    if idx.numel():
+        p = flat[idx]
+        d, albedo = field(p)
+        density = density.index_put((idx,), d)
+        shaded_normals = None
+        if with_normals or shading != "albedo":
+            # normals cost 4 density evaluations: only for samples that visibly contribute
+            sub = visible[idx].nonzero().squeeze(1) if cand.numel() else idx[:0]
+            shaded_normals = torch.zeros_like(p)
+            if sub.numel():
+                shaded_normals = shaded_normals.index_put((sub,), field.normals(p[sub]))
+            normals = torch.zeros(R * S, 3, device=device, dtype=origins.dtype).index_put((idx,), shaded_normals).view(R, S, 3)
+        light = light_position[:, None, :].expand(R, S, 3).reshape(-1, 3)[idx]
+        c = albedo if shading == "albedo" else shade(albedo, shaded_normals, p, light, shading, ambient, diffuse)
+        colour = colour.index_put((idx,), c)
+    density = density.view(R, S)
+    alpha = 1 - torch.exp(-density * delta)
+    trans = torch.cumprod(torch.cat([torch.ones(R, 1, device=device, dtype=alpha.dtype), 1 - alpha + 1e-10], dim=1), dim=1)[:, :-1]
+    weights = alpha * trans  # [R, S]
+    opacity = weights.sum(-1)
+    rgb = (weights[..., None] * colour.view(R, S, 3)).sum(1) + (1 - opacity)[:, None] * background
+    depth = (weights * t).sum(-1)
+    return RenderOutput(rgb=rgb, opacity=opacity, depth=depth, weights=weights, normals=normals, dirs=dirs, evaluated=int(idx.numel()))
+
+
+def render_cameras(field, cameras, resolution: int, *, num_samples: int, bound: float, shading: str, background: torch.Tensor,
+                   occupancy: OccupancyGrid | None = None, generator: torch.Generator | None = None, with_normals: bool = True,
+                   ambient: float = 0.3, diffuse: float = 0.7) -> tuple[torch.Tensor, RenderOutput]:
+    """Render B cameras at resolution x resolution. Returns images [B, 3, H, W] (row 0 = top) and the
+    per-ray output. background: [3] colour."""
+    o, d = cameras.rays(resolution, resolution)
+    B = len(cameras)
+    light = cameras.light_position[:, None, :].expand(B, resolution * resolution, 3).reshape(-1, 3)
+    bg = background.to(o.dtype).expand(B * resolution * resolution, 3)
+    out = render_rays(field, o.reshape(-1, 3), d.reshape(-1, 3), num_samples=num_samples, bound=bound, shading=shading,
+                      light_position=light, background=bg, occupancy=occupancy, generator=generator,
+                      with_normals=with_normals, ambient=ambient, diffuse=diffuse)
+    images = out.rgb.view(B, resolution, resolution, 3).permute(0, 3, 1, 2)
+    return images, out
+
+
+def orientation_loss(out: RenderOutput) -> torch.Tensor:
+    """DreamFusion: penalise visible normals facing away from the camera, sum_i w_i max(0, n_i . d)^2."""
+    if out.normals is None:
+        return out.rgb.new_zeros(())
+    facing_away = (out.normals * out.dirs[:, None, :]).sum(-1).clamp_min(0)
+    return (out.weights.detach() * facing_away ** 2).sum(-1).mean()
+
+
+def sparsity_loss(out: RenderOutput) -> torch.Tensor:
+    """Opacity sparsity (threestudio): mean sqrt(opacity^2 + 0.01), pushes rays to empty or solid."""
+    return torch.sqrt(out.opacity ** 2 + 0.01).mean()

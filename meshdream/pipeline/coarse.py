@@ -1,0 +1,222 @@
+"""Coarse stage: a hash-grid NeRF optimised by SDS from random cameras, meshed by our marching cubes.
+
+prompt -> guidance embeddings -> (per step) cameras -> volume render -> SDS + regularisers -> Adam step
+-> (at the end) density grid -> marching cubes -> clean mesh with albedo colours -> RUN/coarse/mesh.ply
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+
+from ..cameras import CameraConfig, sample_cameras, turntable_cameras
+from ..checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..config import from_dict, load_config, merge, save_config, to_dict
+from ..errors import UserInputError
+from ..guidance import GuidanceConfig, load_guidance
+from ..guidance.base import check_prompt
+from ..nerf.extract import ExtractConfig, extract_mesh
+from ..nerf.field import FieldConfig, NeRFField, save_field_state
+from ..nerf.volume_render import OccupancyGrid, orientation_loss, render_cameras, sparsity_loss
+from ..run import RunDir
+from ..training import check_finite, choose_shading, progress_bar, ramp, resolve_device, save_strip
+
+
+@dataclass
+class ShadingConfig:
+    albedo: float = 0.4  # probabilities of each shading mode per step
+    lambertian: float = 0.6
+    textureless: float = 0.0  # the embedded prior never saw white objects; SD / IF presets use it
+    albedo_only_steps: int = 50  # ambient-only (albedo) shading first, while the geometry forms
+    ambient: float = 0.3
+    diffuse: float = 0.7
+
+
+@dataclass
+class OccupancyConfig:
+    enabled: bool = True
+    resolution: int = 32
+    update_every: int = 16
+    threshold: float = 0.5  # density below which a cell is skipped
+    decay: float = 0.9
+
+
+@dataclass
+class CoarseConfig:
+    """Defaults: the embedded prior on a CPU (configs/coarse.yaml). GPU presets: configs/coarse-sd.yaml, coarse-if.yaml."""
+
+    iters: int = 400
+    seed: int = 0
+    batch_size: int = 1  # views per step
+    resolution: Optional[int] = None  # render size; None: the guidance model's resolution
+    supersample: int = 1  # render at resolution * supersample, then average down
+    num_samples: int = 32  # samples per ray
+    bound: float = 1.0  # scene cube [-bound, bound]^3
+    lr: float = 0.01
+    background: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # solid colour (the embedded prior is trained on white)
+    orientation_weight: Tuple[float, float] = (0.0, 10.0)  # linear ramp over the run (steps with normals only)
+    sparsity_weight: Tuple[float, float] = (0.0, 0.5)
+    checkpoint_every: int = 50
+    preview_every: int = 100
+    preview_views: int = 6
+    preview_resolution: int = 64
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    cameras: CameraConfig = field(default_factory=CameraConfig)
+    nerf: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    shading: ShadingConfig = field(default_factory=ShadingConfig)
+    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+
+
+def stage_config(cls, config, overrides: dict):
+    """A stage config from a dataclass instance, a YAML path or None, with CLI overrides applied."""
+    if isinstance(config, cls):
+        return merge(config, {k: v for k, v in overrides.items() if v is not None})
+    if config is not None and not isinstance(config, (str, os.PathLike)):
+        raise UserInputError(f"config must be a {cls.__name__}, a YAML path or None, got {type(config).__name__}")
+    return load_config(cls, config, overrides)
+
+
+def _overrides(iters, seed, guidance) -> dict:
+    out: dict = {"iters": iters, "seed": seed}
+    if guidance is not None:
+        out["guidance"] = {"name": guidance}
+    return out
+
+
+@torch.no_grad()
+def render_preview(field_: NeRFField, cfg: CoarseConfig, device: torch.device, views: int | None = None,
+                   resolution: int | None = None) -> torch.Tensor:
+    """Turntable views [N, 3, H, W] of the field, lambertian-shaded with the light at the camera."""
+    cams = turntable_cameras(views or cfg.preview_views, distance=sum(cfg.cameras.distance_range) / 2).to(device)
+    images, _ = render_cameras(field_, cams, resolution or cfg.preview_resolution, num_samples=cfg.num_samples * 2,
+                               bound=cfg.bound, shading="lambertian", background=torch.tensor(cfg.background, device=device),
+                               with_normals=False, ambient=cfg.shading.ambient, diffuse=cfg.shading.diffuse)
+    return images
+
+
+def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
+           seed: int | None = None, device: str | None = None, resume: bool = False, negative_prompt: str | None = None,
+           progress: bool = True) -> Path:
+    """Optimise a NeRF for ``prompt`` by SDS and extract its mesh. Returns RUN/coarse/mesh.ply."""
+    prompt = check_prompt(prompt)
+    run = RunDir.create(out)
+    stage = run.coarse
+    ckpt_path = stage / "checkpoint.pt"
+    state = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise UserInputError(f"--resume: {str(ckpt_path)!r} does not exist; start without --resume")
+        state = load_checkpoint(ckpt_path)
+        if state.get("prompt") != prompt:
+            raise UserInputError(f"--resume: RUN {str(run.root)!r} was made for the prompt {state.get('prompt')!r}, not {prompt!r}")
+        cfg = merge(from_dict(CoarseConfig, state["config"]), {k: v for k, v in _overrides(iters, None, None).items() if v is not None})
+        negative_prompt = state.get("negative_prompt", negative_prompt)
+        if state.get("done") and run.coarse_mesh.is_file() and cfg.iters <= state["step"]:
+            return run.coarse_mesh
+    else:
+        cfg = stage_config(CoarseConfig, config, _overrides(iters, seed, guidance))
+    dev = resolve_device(device)
+    stage.mkdir(parents=True, exist_ok=True)
+    (stage / "previews").mkdir(exist_ok=True)
+
+    guide = load_guidance(cfg.guidance, dev)
+    embeddings = guide.encode_prompt(prompt, negative_prompt)
+    resolution = cfg.resolution or guide.resolution
+
+    torch.manual_seed(cfg.seed)
+    field_ = NeRFField(cfg.nerf, cfg.bound).to(dev)
+    optimizer = torch.optim.Adam(field_.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    occupancy = OccupancyGrid(cfg.occupancy.resolution, cfg.bound, cfg.occupancy.decay, cfg.occupancy.threshold) if cfg.occupancy.enabled else None
+    g = torch.Generator().manual_seed(cfg.seed)  # every random draw of the loop comes from here
+    start = 0
+    if state is not None:
+        field_.load_state_dict(state["field"]["state"])
+        optimizer.load_state_dict(state["optimizer"])
+        if occupancy is not None and state.get("occupancy") is not None:
+            occupancy.load_state_dict(state["occupancy"])
+        set_rng_state(state["rng"], g)
+        start = state["step"]
+    meta = {"prompt": prompt, "negative_prompt": negative_prompt or "", "seed": cfg.seed}
+    save_config(cfg, stage / "config.yaml")
+    _write_run_info(stage / "prompt.yaml", meta)
+
+    def checkpoint(step: int, done: bool = False) -> None:
+        save_checkpoint(ckpt_path, {"stage": "coarse", "step": step, "done": done, "config": to_dict(cfg), **meta,
+                                    "field": save_field_state(field_), "optimizer": optimizer.state_dict(),
+                                    "occupancy": occupancy.state_dict() if occupancy is not None else None,
+                                    "rng": rng_state(g)})
+
+    background = torch.tensor(cfg.background, device=dev)
+    bar = progress_bar(cfg.iters, start, progress, "coarse")
+    t0 = time.time()
+    for step in range(start, cfg.iters):
+        frac = step / max(1, cfg.iters - 1)
+        if occupancy is not None and step % cfg.occupancy.update_every == 0:
+            occupancy.update(field_.density, g)
+        cams = sample_cameras(cfg.batch_size, cfg.cameras, g).to(dev)
+        probs = {"albedo": 1.0} if step < cfg.shading.albedo_only_steps else {
+            "albedo": cfg.shading.albedo, "lambertian": cfg.shading.lambertian, "textureless": cfg.shading.textureless}
+        mode = choose_shading(probs, g)
+        images, rendered = render_cameras(field_, cams, resolution * cfg.supersample, num_samples=cfg.num_samples, bound=cfg.bound,
+                                          shading=mode, background=background, occupancy=occupancy, generator=g,
+                                          with_normals=False, ambient=cfg.shading.ambient, diffuse=cfg.shading.diffuse)
+        if cfg.supersample > 1:
+            images = torch.nn.functional.avg_pool2d(images, cfg.supersample)
+        sds = guide.sds_loss(images, embeddings, cams.azimuth, cams.elevation, frac, generator=g)
+        loss = (sds.loss + ramp(cfg.orientation_weight, frac) * orientation_loss(rendered)
+                + ramp(cfg.sparsity_weight, frac) * sparsity_loss(rendered))
+        check_finite(loss, step, "coarse")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{float(loss):.3g}", shading=mode[:4], refresh=False)
+        bar.update(1)
+        done_steps = step + 1
+        if done_steps % cfg.checkpoint_every == 0 and done_steps < cfg.iters:
+            checkpoint(done_steps)
+        if cfg.preview_every and done_steps % cfg.preview_every == 0:
+            save_strip(render_preview(field_, cfg, dev), stage / "previews" / f"step_{done_steps:06d}.png")
+    bar.close()
+    field_.eval()
+    save_strip(render_preview(field_, cfg, dev), stage / "previews" / "final.png")
+    vertices, faces, colours = extract_mesh(field_, cfg.extract, cfg.bound, dev)
+    _save_mesh(run.coarse_mesh, vertices, faces, colours)
+    save_checkpoint(run.coarse_field, {"field": save_field_state(field_), **meta})
+    checkpoint(cfg.iters, done=True)
+    if progress:
+        print(f"coarse: {cfg.iters - start} steps in {time.time() - t0:.0f}s, mesh {len(vertices)} vertices / {len(faces)} faces")
+    return run.coarse_mesh
+
+
+def _write_run_info(path: Path, info: dict) -> None:
+    import yaml
+
+    from ..checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, yaml.safe_dump(info, sort_keys=False).encode())
+
+
+def _save_mesh(path: Path, vertices, faces, colours) -> None:
+    import numpy as np
+    import trimesh
+
+    from ..checkpoint import atomic_write_bytes
+
+    mesh = trimesh.Trimesh(vertices, faces, vertex_colors=(np.clip(colours, 0, 1) * 255).astype(np.uint8), process=False)
+    atomic_write_bytes(path, mesh.export(file_type="ply"))
+
+
+def read_prompt(run: RunDir) -> dict:
+    """prompt, negative_prompt and seed of a RUN's coarse stage."""
+    import yaml
+
+    path = run.coarse / "prompt.yaml"
+    if not path.is_file():
+        raise UserInputError(f"RUN {str(run.root)!r} has no coarse result; run `meshdream coarse PROMPT --out {run.root}` first")
+    return yaml.safe_load(path.read_text())
