@@ -4,3 +4,7 @@
 #include <pybind11/pybind11.h>
 
 void register_marching_cubes(pybind11::module_& m);
+void register_rasterize(pybind11::module_& m);
+void register_interpolate(pybind11::module_& m);
+void register_texture(pybind11::module_& m);
+void register_antialias(pybind11::module_& m);

@@ -15,4 +15,8 @@ PYBIND11_MODULE(_C, m) {
     m.def("max_threads", []() { return 1; });
 #endif
     register_marching_cubes(m);
+    register_rasterize(m);
+    register_interpolate(m);
+    register_texture(m);
+    register_antialias(m);
 }

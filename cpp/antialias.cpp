@@ -1,0 +1,202 @@
+// antialias: analytic anti-aliasing of silhouette edges (after nvdiffrast's idea), differentiable
+// with respect to colours and vertex positions.
+//
+// For every pair of horizontally or vertically adjacent pixels showing different triangles (or one
+// showing background), take the nearer pixel's triangle and find the edge it leaves through on the
+// segment between the two pixel centres, at fraction t from the nearer centre. When that edge is not
+// shared with the other pixel's triangle it is a silhouette: the triangle covers t - 0.5 of the far
+// pixel (t > 0.5), or misses 0.5 - t of its own pixel (t < 0.5), and the colours are blended by that
+// coverage. t moves with the edge's screen position, which carries the gradient to the positions.
+// Pairs are independent given the input colours; each image is processed by one thread.
+#include <cmath>
+
+#include "kernels.h"
+#include "raster_common.h"
+
+namespace py = pybind11;
+using namespace raster;
+
+namespace {
+
+struct Crossing {
+    bool found = false;
+    int vi = -1, vj = -1;  // vertex ids of the crossed edge
+    double t = 0;
+    double dt[2][2];  // dt / d(screen x, screen y) of vertex vi (row 0) and vj (row 1)
+};
+
+// Screen position (pixel-centre units) of a clip-space vertex.
+template <typename T>
+inline void screen(const T* p, int64_t W, int64_t H, double& sx, double& sy) {
+    sx = (p[0] / p[3] * 0.5 + 0.5) * W - 0.5;
+    sy = (p[1] / p[3] * 0.5 + 0.5) * H - 0.5;
+}
+
+// First exit of the triangle on the segment from pixel centre (fx, fy) one pixel along `axis` (dir = +-1).
+template <typename T>
+Crossing find_crossing(const T* pb, const int32_t* vi, int64_t W, int64_t H, double fx, double fy, int axis, int dir) {
+    Crossing best;
+    for (int e = 0; e < 3; ++e) {
+        const int a = vi[e], b = vi[(e + 1) % 3];
+        const T* pa = pb + 4 * (int64_t)a;
+        const T* pbv = pb + 4 * (int64_t)b;
+        if (!(pa[3] > 0) || !(pbv[3] > 0)) return Crossing();
+        double s[2][2];
+        screen(pa, W, H, s[0][0], s[0][1]);
+        screen(pbv, W, H, s[1][0], s[1][1]);
+        // along = coordinate on the segment's axis, across = the other one (fixed on the segment)
+        const int al = axis, ac = 1 - axis;
+        const double c = axis == 0 ? fy : fx, f0 = axis == 0 ? fx : fy;
+        const double d0 = s[0][ac] - c, d1 = s[1][ac] - c;
+        if (!(d0 * d1 < 0)) continue;  // the edge does not cross the segment's line
+        const double den = s[1][ac] - s[0][ac];
+        const double k = (c - s[0][ac]) / den;
+        const double x = s[0][al] + k * (s[1][al] - s[0][al]);
+        const double t = dir * (x - f0);
+        if (t < 0 || t > 1 || (best.found && t >= best.t)) continue;
+        best.found = true;
+        best.vi = a;
+        best.vj = b;
+        best.t = t;
+        // derivatives of x = s0a + (c - s0c) (s1a - s0a) / (s1c - s0c)
+        const double dx_ds0a = 1 - k, dx_ds1a = k;
+        const double dx_ds0c = (s[1][al] - s[0][al]) * (c - s[1][ac]) / (den * den);
+        const double dx_ds1c = -(s[1][al] - s[0][al]) * (c - s[0][ac]) / (den * den);
+        best.dt[0][al] = dir * dx_ds0a;
+        best.dt[1][al] = dir * dx_ds1a;
+        best.dt[0][ac] = dir * dx_ds0c;
+        best.dt[1][ac] = dir * dx_ds1c;
+    }
+    return best;
+}
+
+inline bool has_vertex(const int32_t* tri, int v) { return tri[0] == v || tri[1] == v || tri[2] == v; }
+
+// Visit every silhouette pair of image b: fn(front pixel, other pixel, crossing, front triangle)
+template <typename T, typename Fn>
+void for_each_pair(const T* R, const T* P, const int32_t* I, int64_t F, int64_t b, int64_t H, int64_t W, int64_t V, Fn fn) {
+    const T* rb = R + b * H * W * 4;
+    const T* pb = P + b * V * 4;
+    for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x)
+            for (int axis = 0; axis < 2; ++axis) {
+                const int64_t x2 = x + (axis == 0), y2 = y + (axis == 1);
+                if (x2 >= W || y2 >= H) continue;
+                const T* ra = rb + 4 * (y * W + x);
+                const T* rn = rb + 4 * (y2 * W + x2);
+                const int64_t ta = triangle_of(ra[3], F) + 1, tn = triangle_of(rn[3], F) + 1;
+                if (ta == tn) continue;
+                bool a_front = tn == 0 || (ta != 0 && ra[2] < rn[2]);
+                const int64_t f = a_front ? y * W + x : y2 * W + x2;
+                const int64_t o = a_front ? y2 * W + x2 : y * W + x;
+                const int64_t tf = a_front ? ta : tn, to = a_front ? tn : ta;
+                const double fx = double(f % W), fy = double(f / W);
+                const int dir = a_front ? 1 : -1;
+                const int32_t* vf = I + 3 * (tf - 1);
+                Crossing cr = find_crossing(pb, vf, W, H, fx, fy, axis, dir);
+                if (!cr.found) continue;
+                if (to > 0) {
+                    const int32_t* vo = I + 3 * (to - 1);
+                    if (has_vertex(vo, cr.vi) && has_vertex(vo, cr.vj)) continue;  // shared edge: not a silhouette
+                }
+                fn(b * H * W + f, b * H * W + o, cr);
+            }
+}
+
+template <typename T>
+Array<T> antialias_fwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32_t> tri) {
+    const int64_t B = color.shape(0), H = color.shape(1), W = color.shape(2), C = color.shape(3);
+    const int64_t V = pos.shape(1);
+    const T* CI = color.data();
+    const T* R = rast.data();
+    const T* P = pos.data();
+    const int32_t* I = tri.data();
+    const int64_t F = tri.shape(0);
+    check_tri(I, F, V);
+    Array<T> out({B, H, W, C});
+    T* O = out.mutable_data();
+    std::copy(CI, CI + B * H * W * C, O);
+    {
+        py::gil_scoped_release release;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t b = 0; b < B; ++b)
+            for_each_pair(R, P, I, F, b, H, W, V, [&](int64_t f, int64_t o, const Crossing& cr) {
+                const T* cf = CI + C * f;
+                const T* co = CI + C * o;
+                if (cr.t >= 0.5) {
+                    for (int64_t c = 0; c < C; ++c) O[C * o + c] += T((cr.t - 0.5) * (cf[c] - co[c]));
+                } else {
+                    for (int64_t c = 0; c < C; ++c) O[C * f + c] += T((0.5 - cr.t) * (co[c] - cf[c]));
+                }
+            });
+    }
+    return out;
+}
+
+template <typename T>
+py::tuple antialias_bwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32_t> tri, Array<T> grad_out) {
+    const int64_t B = color.shape(0), H = color.shape(1), W = color.shape(2), C = color.shape(3);
+    const int64_t V = pos.shape(1);
+    const T* CI = color.data();
+    const T* R = rast.data();
+    const T* P = pos.data();
+    const T* G = grad_out.data();
+    const int32_t* I = tri.data();
+    const int64_t F = tri.shape(0);
+    check_tri(I, F, V);
+    Array<T> grad_color({B, H, W, C});
+    Array<T> grad_pos({B, V, (int64_t)4});
+    T* GC = grad_color.mutable_data();
+    T* GP = grad_pos.mutable_data();
+    std::copy(G, G + B * H * W * C, GC);
+    std::fill(GP, GP + B * V * 4, T(0));
+    {
+        py::gil_scoped_release release;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t b = 0; b < B; ++b) {
+            const T* pb = P + b * V * 4;
+            T* gpb = GP + b * V * 4;
+            for_each_pair(R, P, I, F, b, H, W, V, [&](int64_t f, int64_t o, const Crossing& cr) {
+                const T* cf = CI + C * f;
+                const T* co = CI + C * o;
+                double gt = 0;
+                if (cr.t >= 0.5) {  // out[o] += (t - 0.5)(cf - co)
+                    const T* g = G + C * o;
+                    for (int64_t c = 0; c < C; ++c) {
+                        gt += g[c] * (cf[c] - co[c]);
+                        GC[C * f + c] += T((cr.t - 0.5) * g[c]);
+                        GC[C * o + c] -= T((cr.t - 0.5) * g[c]);
+                    }
+                } else {  // out[f] += (0.5 - t)(co - cf)
+                    const T* g = G + C * f;
+                    for (int64_t c = 0; c < C; ++c) {
+                        gt -= g[c] * (co[c] - cf[c]);
+                        GC[C * o + c] += T((0.5 - cr.t) * g[c]);
+                        GC[C * f + c] -= T((0.5 - cr.t) * g[c]);
+                    }
+                }
+                // t -> screen positions -> clip positions (x, y, w)
+                const int v2[2] = {cr.vi, cr.vj};
+                for (int k = 0; k < 2; ++k) {
+                    const T* p = pb + 4 * (int64_t)v2[k];
+                    T* gp = gpb + 4 * (int64_t)v2[k];
+                    const double gsx = gt * cr.dt[k][0], gsy = gt * cr.dt[k][1];
+                    const double w = p[3];
+                    gp[0] += T(gsx * 0.5 * W / w);
+                    gp[1] += T(gsy * 0.5 * H / w);
+                    gp[3] += T(-(gsx * 0.5 * W * p[0] + gsy * 0.5 * H * p[1]) / (w * w));
+                }
+            });
+        }
+    }
+    return py::make_tuple(grad_color, grad_pos);
+}
+
+}  // namespace
+
+void register_antialias(py::module_& m) {
+    m.def("antialias_fwd_f32", &antialias_fwd<float>);
+    m.def("antialias_fwd_f64", &antialias_fwd<double>);
+    m.def("antialias_bwd_f32", &antialias_bwd<float>);
+    m.def("antialias_bwd_f64", &antialias_bwd<double>);
+}

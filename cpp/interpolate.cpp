@@ -1,0 +1,101 @@
+// interpolate: per-pixel attributes from the rasteriser's barycentrics (nvdiffrast layout).
+// out = u * a0 + v * a1 + (1 - u - v) * a2 for covered pixels, 0 elsewhere. attr is [B, V, C] or,
+// shared by all images, [1, V, C]. Backward: dL/dattr (per-thread buffers, no races) and dL/d(u, v).
+#include "kernels.h"
+#include "raster_common.h"
+
+namespace py = pybind11;
+using namespace raster;
+
+namespace {
+
+template <typename T>
+Array<T> interpolate_fwd(Array<T> attr, Array<T> rast, Array<int32_t> tri) {
+    const int64_t AB = attr.shape(0), V = attr.shape(1), C = attr.shape(2);
+    const int64_t B = rast.shape(0), H = rast.shape(1), W = rast.shape(2);
+    if (AB != 1 && AB != B) throw std::invalid_argument("attr batch must be 1 or match rast");
+    const T* A = attr.data();
+    const T* R = rast.data();
+    const int32_t* I = tri.data();
+    const int64_t F = tri.shape(0);
+    check_tri(I, F, V);
+    Array<T> out({B, H, W, C});
+    T* O = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+#pragma omp parallel for schedule(static)
+        for (int64_t pix = 0; pix < B * H * W; ++pix) {
+            const T* r = R + 4 * pix;
+            T* o = O + C * pix;
+            const int64_t f = triangle_of(r[3], F);
+            if (f < 0) { std::fill(o, o + C, T(0)); continue; }
+            const int64_t b = AB == 1 ? 0 : pix / (H * W);
+            const int32_t* vi = I + 3 * f;
+            const T u = r[0], v = r[1], w = T(1) - r[0] - r[1];
+            const T* a0 = A + (b * V + vi[0]) * C;
+            const T* a1 = A + (b * V + vi[1]) * C;
+            const T* a2 = A + (b * V + vi[2]) * C;
+            for (int64_t c = 0; c < C; ++c) o[c] = u * a0[c] + v * a1[c] + w * a2[c];
+        }
+    }
+    return out;
+}
+
+template <typename T>
+py::tuple interpolate_bwd(Array<T> attr, Array<T> rast, Array<int32_t> tri, Array<T> grad_out) {
+    const int64_t AB = attr.shape(0), V = attr.shape(1), C = attr.shape(2);
+    const int64_t B = rast.shape(0), H = rast.shape(1), W = rast.shape(2);
+    const T* A = attr.data();
+    const T* R = rast.data();
+    const T* G = grad_out.data();
+    const int32_t* I = tri.data();
+    const int64_t F = tri.shape(0);
+    check_tri(I, F, V);
+    Array<T> grad_attr({AB, V, C});
+    Array<T> grad_rast({B, H, W, (int64_t)4});
+    T* GA = grad_attr.mutable_data();
+    T* GR = grad_rast.mutable_data();
+    {
+        py::gil_scoped_release release;
+        ThreadBuffers<double> acc((size_t)AB * V * C);
+#pragma omp parallel for schedule(static)
+        for (int64_t pix = 0; pix < B * H * W; ++pix) {
+            const T* r = R + 4 * pix;
+            T* gr = GR + 4 * pix;
+            gr[0] = gr[1] = gr[2] = gr[3] = T(0);
+            const int64_t f = triangle_of(r[3], F);
+            if (f < 0) continue;
+            const int64_t b = AB == 1 ? 0 : pix / (H * W);
+            const int32_t* vi = I + 3 * f;
+            const double u = r[0], v = r[1], w = 1.0 - u - v;
+            const T* g = G + C * pix;
+            const T* a0 = A + (b * V + vi[0]) * C;
+            const T* a1 = A + (b * V + vi[1]) * C;
+            const T* a2 = A + (b * V + vi[2]) * C;
+            double* acc_b = acc.get() + b * V * C;
+            double gu = 0, gv = 0;
+            for (int64_t c = 0; c < C; ++c) {
+                gu += g[c] * (a0[c] - a2[c]);
+                gv += g[c] * (a1[c] - a2[c]);
+                acc_b[vi[0] * C + c] += u * g[c];
+                acc_b[vi[1] * C + c] += v * g[c];
+                acc_b[vi[2] * C + c] += w * g[c];
+            }
+            gr[0] = (T)gu;
+            gr[1] = (T)gv;
+        }
+        std::vector<double> sum((size_t)AB * V * C, 0.0);
+        acc.reduce_into(sum.data(), sum.size());
+        for (size_t i = 0; i < sum.size(); ++i) GA[i] = (T)sum[i];
+    }
+    return py::make_tuple(grad_attr, grad_rast);
+}
+
+}  // namespace
+
+void register_interpolate(py::module_& m) {
+    m.def("interpolate_fwd_f32", &interpolate_fwd<float>);
+    m.def("interpolate_fwd_f64", &interpolate_fwd<double>);
+    m.def("interpolate_bwd_f32", &interpolate_bwd<float>);
+    m.def("interpolate_bwd_f64", &interpolate_bwd<double>);
+}

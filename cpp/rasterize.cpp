@@ -1,0 +1,154 @@
+// rasterize: clip-space triangles -> per pixel (u, v, z/w, triangle_id + 1), nvdiffrast's layout.
+//
+// Pixel (px, py) has its centre at ndc ((px + 0.5) / W * 2 - 1, (py + 0.5) / H * 2 - 1): row 0 is
+// y = -1 (the bottom). u, v are the perspective-correct barycentrics of vertices 0 and 1. The nearest
+// z/w wins; ties go to the lower triangle id, so the output is deterministic. Triangles with a vertex
+// at w <= 0 (behind the camera) are skipped; pixels with z/w outside [-1, 1] are clipped.
+// Parallel over (image, band of rows): each band owns its pixels, so the depth test has no races.
+//
+// The backward pass maps dL/du, dL/dv to dL/dpos through the closed form
+// u = l0 / (l0 + l1 + l2), v = l1 / (...), l_i = det(p_j, p_k, q) in (x, y, w).
+#include <cmath>
+#include <limits>
+
+#include "kernels.h"
+#include "raster_common.h"
+
+namespace py = pybind11;
+using namespace raster;
+
+namespace {
+
+template <typename T>
+Array<T> rasterize_fwd(Array<T> pos, Array<int32_t> tri, int H, int W) {
+    if (pos.ndim() != 3 || pos.shape(2) != 4) throw std::invalid_argument("pos must be [B, V, 4]");
+    if (tri.ndim() != 2 || tri.shape(1) != 3) throw std::invalid_argument("tri must be [F, 3]");
+    if (H <= 0 || W <= 0) throw std::invalid_argument("resolution must be positive");
+    const int64_t B = pos.shape(0), V = pos.shape(1), F = tri.shape(0);
+    const T* P = pos.data();
+    const int32_t* I = tri.data();
+    check_tri(I, F, V);
+    Array<T> out({B, (int64_t)H, (int64_t)W, (int64_t)4});
+    T* R = out.mutable_data();
+    std::fill(R, R + B * H * W * 4, T(0));
+    const int band = 8;
+    const int64_t bands = (H + band - 1) / band;
+    {
+        py::gil_scoped_release release;
+        std::vector<double> depth((size_t)B * H * W, std::numeric_limits<double>::infinity());
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t job = 0; job < B * bands; ++job) {
+            const int64_t b = job / bands, y0 = (job % bands) * band, y1 = std::min<int64_t>(H, y0 + band);
+            const T* pb = P + b * V * 4;
+            for (int64_t f = 0; f < F; ++f) {
+                const int32_t* vi = I + 3 * f;
+                Tri3 t;
+                double zc[3], sx[3], sy[3];
+                bool ok = true;
+                for (int k = 0; k < 3; ++k) {
+                    const T* p = pb + 4 * (int64_t)vi[k];
+                    t.p[k][0] = p[0]; t.p[k][1] = p[1]; t.p[k][2] = p[3];
+                    zc[k] = p[2];
+                    if (!(p[3] > 0)) ok = false;
+                    else { sx[k] = (p[0] / p[3] * 0.5 + 0.5) * W - 0.5; sy[k] = (p[1] / p[3] * 0.5 + 0.5) * H - 0.5; }
+                }
+                if (!ok) continue;
+                // pixel-centre bounding box, clipped to this band
+                int64_t xa = (int64_t)std::ceil(std::min({sx[0], sx[1], sx[2]})), xb = (int64_t)std::floor(std::max({sx[0], sx[1], sx[2]}));
+                int64_t ya = (int64_t)std::ceil(std::min({sy[0], sy[1], sy[2]})), yb = (int64_t)std::floor(std::max({sy[0], sy[1], sy[2]}));
+                xa = std::max<int64_t>(xa, 0); xb = std::min<int64_t>(xb, W - 1);
+                ya = std::max<int64_t>(ya, y0); yb = std::min<int64_t>(yb, y1 - 1);
+                if (xa > xb || ya > yb) continue;
+                for (int64_t py_ = ya; py_ <= yb; ++py_) {
+                    const double Y = (py_ + 0.5) / H * 2 - 1;
+                    for (int64_t px = xa; px <= xb; ++px) {
+                        const double X = (px + 0.5) / W * 2 - 1;
+                        double lam[3];
+                        lambdas(t, X, Y, lam);
+                        const double s = lam[0] + lam[1] + lam[2];
+                        if (s == 0) continue;
+                        const double b0 = lam[0] / s, b1 = lam[1] / s, b2 = lam[2] / s;
+                        if (b0 < 0 || b1 < 0 || b2 < 0) continue;
+                        const double w = b0 * t.p[0][2] + b1 * t.p[1][2] + b2 * t.p[2][2];
+                        const double zw = (b0 * zc[0] + b1 * zc[1] + b2 * zc[2]) / w;
+                        if (zw < -1 || zw > 1) continue;
+                        const int64_t pix = (b * H + py_) * W + px;
+                        if (zw < depth[pix]) {  // strict: equal depth keeps the lower triangle id
+                            depth[pix] = zw;
+                            T* r = R + 4 * pix;
+                            r[0] = (T)b0; r[1] = (T)b1; r[2] = (T)zw; r[3] = (T)(f + 1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    return out;
+}
+
+template <typename T>
+Array<T> rasterize_bwd(Array<T> pos, Array<int32_t> tri, Array<T> rast, Array<T> grad_rast) {
+    const int64_t B = pos.shape(0), V = pos.shape(1);
+    const int64_t H = rast.shape(1), W = rast.shape(2), F = tri.shape(0);
+    const T* P = pos.data();
+    const int32_t* I = tri.data();
+    check_tri(I, F, V);
+    const T* R = rast.data();
+    const T* G = grad_rast.data();
+    Array<T> grad_pos({B, V, (int64_t)4});
+    T* GP = grad_pos.mutable_data();
+    std::fill(GP, GP + B * V * 4, T(0));
+    {
+        py::gil_scoped_release release;
+        ThreadBuffers<double> acc((size_t)B * V * 4);
+#pragma omp parallel for schedule(static)
+        for (int64_t pix = 0; pix < B * H * W; ++pix) {
+            const T* r = R + 4 * pix;
+            const T* g = G + 4 * pix;
+            const int64_t f = triangle_of(r[3], F);
+            if (f < 0 || (g[0] == 0 && g[1] == 0)) continue;
+            const int64_t b = pix / (H * W), py_ = (pix / W) % H, px = pix % W;
+            const int32_t* vi = I + 3 * f;
+            const T* pb = P + b * V * 4;
+            Tri3 t;
+            for (int k = 0; k < 3; ++k) {
+                const T* p = pb + 4 * (int64_t)vi[k];
+                t.p[k][0] = p[0]; t.p[k][1] = p[1]; t.p[k][2] = p[3];
+            }
+            const double q[3] = {(px + 0.5) / W * 2 - 1, (py_ + 0.5) / H * 2 - 1, 1.0};
+            double lam[3];
+            lambdas(t, q[0], q[1], lam);
+            const double s = lam[0] + lam[1] + lam[2];
+            const double gu = g[0], gv = g[1], s2 = s * s;
+            // dL/dlambda_i of u = l0 / s, v = l1 / s
+            const double gl[3] = {gu / s - (gu * lam[0] + gv * lam[1]) / s2, gv / s - (gu * lam[0] + gv * lam[1]) / s2,
+                                  -(gu * lam[0] + gv * lam[1]) / s2};
+            // l0 = p1 . (p2 x q): d/dp1 = p2 x q, d/dp2 = q x p1; cyclic for l1 (p2, p0) and l2 (p0, p1)
+            double* a = acc.get() + b * V * 4;
+            for (int i = 0; i < 3; ++i) {
+                const int j = (i + 1) % 3, k = (i + 2) % 3;
+                double dj[3], dk[3];
+                cross3(t.p[k], q, dj);
+                cross3(q, t.p[j], dk);
+                double* aj = a + 4 * (int64_t)vi[j];
+                double* ak = a + 4 * (int64_t)vi[k];
+                aj[0] += gl[i] * dj[0]; aj[1] += gl[i] * dj[1]; aj[3] += gl[i] * dj[2];
+                ak[0] += gl[i] * dk[0]; ak[1] += gl[i] * dk[1]; ak[3] += gl[i] * dk[2];
+            }
+        }
+        std::vector<double> sum((size_t)B * V * 4, 0.0);
+        acc.reduce_into(sum.data(), sum.size());
+        for (size_t i = 0; i < sum.size(); ++i) GP[i] = (T)sum[i];
+    }
+    return grad_pos;
+}
+
+}  // namespace
+
+void register_rasterize(py::module_& m) {
+    // one name per dtype: forcecast would otherwise let the float overload take every array
+    m.def("rasterize_fwd_f32", &rasterize_fwd<float>, py::arg("pos"), py::arg("tri"), py::arg("height"), py::arg("width"));
+    m.def("rasterize_fwd_f64", &rasterize_fwd<double>, py::arg("pos"), py::arg("tri"), py::arg("height"), py::arg("width"));
+    m.def("rasterize_bwd_f32", &rasterize_bwd<float>, py::arg("pos"), py::arg("tri"), py::arg("rast"), py::arg("grad_rast"));
+    m.def("rasterize_bwd_f64", &rasterize_bwd<double>, py::arg("pos"), py::arg("tri"), py::arg("rast"), py::arg("grad_rast"));
+}
