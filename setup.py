@@ -86,6 +86,7 @@ setup(
         "trimesh>=4",
         "pymeshlab>=2023.12",
         "scikit-image>=0.21",
+        "rtree>=1.0",  # trimesh closest-point queries (texture resampling on decimation)
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16"],

@@ -146,16 +146,24 @@ def render_rays(
 
 def render_cameras(field, cameras, resolution: int, *, num_samples: int, bound: float, shading: str, background: torch.Tensor,
                    occupancy: OccupancyGrid | None = None, generator: torch.Generator | None = None, with_normals: bool = True,
-                   ambient: float = 0.3, diffuse: float = 0.7) -> tuple[torch.Tensor, RenderOutput]:
+                   ambient: float = 0.3, diffuse: float = 0.7, chunk: int = 4096) -> tuple[torch.Tensor, RenderOutput]:
     """Render B cameras at resolution x resolution. Returns images [B, 3, H, W] (row 0 = top) and the
-    per-ray output. background: [3] colour."""
+    per-ray output. background: [3] colour. Without gradients, rays go through in chunks of ``chunk``."""
     o, d = cameras.rays(resolution, resolution)
     B = len(cameras)
     light = cameras.light_position[:, None, :].expand(B, resolution * resolution, 3).reshape(-1, 3)
     bg = background.to(o.dtype).expand(B * resolution * resolution, 3)
-    out = render_rays(field, o.reshape(-1, 3), d.reshape(-1, 3), num_samples=num_samples, bound=bound, shading=shading,
-                      light_position=light, background=bg, occupancy=occupancy, generator=generator,
-                      with_normals=with_normals, ambient=ambient, diffuse=diffuse)
+    o, d = o.reshape(-1, 3), d.reshape(-1, 3)
+    kwargs = dict(num_samples=num_samples, bound=bound, shading=shading, occupancy=occupancy, generator=generator,
+                  with_normals=with_normals, ambient=ambient, diffuse=diffuse)
+    if torch.is_grad_enabled() or len(o) <= chunk:
+        out = render_rays(field, o, d, light_position=light, background=bg, **kwargs)
+    else:  # previews and turntables: bounded memory, no per-sample outputs kept
+        parts = [render_rays(field, o[i:i + chunk], d[i:i + chunk], light_position=light[i:i + chunk], background=bg[i:i + chunk],
+                             **kwargs) for i in range(0, len(o), chunk)]
+        out = RenderOutput(rgb=torch.cat([p.rgb for p in parts]), opacity=torch.cat([p.opacity for p in parts]),
+                           depth=torch.cat([p.depth for p in parts]), weights=parts[0].weights[:0], normals=None, dirs=d,
+                           evaluated=sum(p.evaluated for p in parts))
     images = out.rgb.view(B, resolution, resolution, 3).permute(0, 3, 1, 2)
     return images, out
 

@@ -64,7 +64,7 @@ class CoarseConfig:
     checkpoint_every: int = 50
     preview_every: int = 100
     preview_views: int = 6
-    preview_resolution: int = 64
+    preview_resolution: int = 48
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
     nerf: FieldConfig = dataclasses.field(default_factory=FieldConfig)
@@ -90,12 +90,12 @@ def _overrides(iters, seed, guidance) -> dict:
 
 
 @torch.no_grad()
-def render_preview(field_: NeRFField, cfg: CoarseConfig, device: torch.device, views: int | None = None,
-                   resolution: int | None = None) -> torch.Tensor:
-    """Turntable views [N, 3, H, W] of the field, lambertian-shaded with the light at the camera."""
-    cams = turntable_cameras(views or cfg.preview_views, distance=sum(cfg.cameras.distance_range) / 2).to(device)
-    images, _ = render_cameras(field_, cams, resolution or cfg.preview_resolution, num_samples=cfg.num_samples * 2,
-                               bound=cfg.bound, shading="lambertian", background=torch.tensor(cfg.background, device=device),
+def render_preview(field_: NeRFField, cfg: CoarseConfig, device: torch.device, occupancy: OccupancyGrid | None = None,
+                   shading: str = "lambertian") -> torch.Tensor:
+    """Turntable views [N, 3, H, W] of the field (light at the camera), skipping empty space."""
+    cams = turntable_cameras(cfg.preview_views, distance=sum(cfg.cameras.distance_range) / 2).to(device)
+    images, _ = render_cameras(field_, cams, cfg.preview_resolution, num_samples=cfg.num_samples, bound=cfg.bound,
+                               shading=shading, background=torch.tensor(cfg.background, device=device), occupancy=occupancy,
                                with_normals=False, ambient=cfg.shading.ambient, diffuse=cfg.shading.diffuse)
     return images
 
@@ -181,10 +181,10 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
         if done_steps % cfg.checkpoint_every == 0 and done_steps < cfg.iters:
             checkpoint(done_steps)
         if cfg.preview_every and done_steps % cfg.preview_every == 0:
-            save_strip(render_preview(field_, cfg, dev), stage / "previews" / f"step_{done_steps:06d}.png")
+            save_strip(render_preview(field_, cfg, dev, occupancy, "albedo"), stage / "previews" / f"step_{done_steps:06d}.png")
     bar.close()
     field_.eval()
-    save_strip(render_preview(field_, cfg, dev), stage / "previews" / "final.png")
+    save_strip(render_preview(field_, cfg, dev, occupancy), stage / "previews" / "final.png")
     vertices, faces, colours = extract_mesh(field_, cfg.extract, cfg.bound, dev)
     _save_mesh(run.coarse_mesh, vertices, faces, colours)
     save_checkpoint(run.coarse_field, {"field": save_field_state(field_), **meta})

@@ -81,6 +81,7 @@ def save_prior(folder: str | os.PathLike, unet: UNet2DConditionModel, text_encod
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".prior-", dir=parent)
     try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes a private folder; the prior ships with the package
         unet.save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
         text_encoder.save_pretrained(os.path.join(tmp, "text_encoder"), safe_serialization=True)
         tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))

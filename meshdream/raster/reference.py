@@ -47,12 +47,14 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: tuple[int, int])
         Y = (py.to(pos.dtype) + 0.5) / H * 2 - 1
         Pc = P[fid]
         lam = _lambdas(Pc[..., [0, 1, 3]], X, Y)
-        bary = lam / lam.sum(-1, keepdim=True)
-        inside = (bary >= 0).all(-1)
-        wpix = (bary * Pc[..., 3]).sum(-1)
-        zw = (bary * Pc[..., 2]).sum(-1) / wpix
-        inside &= (zw >= -1) & (zw <= 1)
-        fid, px, py, bary, zw = fid[inside], px[inside], py[inside], bary[inside], zw[inside]
+        total = lam.sum(-1, keepdim=True)
+        degenerate = total.detach() == 0
+        bary = lam / torch.where(degenerate, torch.ones_like(total), total)  # no NaN to leak into gradients
+        inside = (bary.detach() >= 0).all(-1) & ~degenerate[:, 0]
+        fid, px, py, bary, Pc = fid[inside], px[inside], py[inside], bary[inside], Pc[inside]
+        zw = (bary * Pc[..., 2]).sum(-1) / (bary * Pc[..., 3]).sum(-1)
+        clip = (zw.detach() >= -1) & (zw.detach() <= 1)
+        fid, px, py, bary, zw = fid[clip], px[clip], py[clip], bary[clip], zw[clip]
         pix = py * W + px
         # z-buffer: nearest depth, ties to the lowest triangle id (as the C++ kernel)
         best = torch.full((H * W,), float("inf"), dtype=zw.dtype, device=pos.device)

@@ -1,0 +1,263 @@
+"""Refine stage: the coarse mesh's vertices and a UV texture optimised by SDS through differentiable
+rasterisation (nvdiffrast on CUDA, our C++ rasteriser on CPU).
+
+coarse mesh -> xatlas UVs -> texture baked from the coarse NeRF's albedo -> (per step) cameras ->
+rasterise + texture + shade + antialias -> SDS + Laplacian + normal consistency -> Adam step ->
+RUN/refine/mesh.obj + mesh.mtl + texture.png
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from .. import raster as dr
+from ..bake import bake_texture, bake_vertex_colours
+from ..cameras import CameraConfig, sample_cameras, turntable_cameras
+from ..checkpoint import atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..config import from_dict, merge, save_config, to_dict
+from ..errors import UserInputError
+from ..guidance import GuidanceConfig, load_guidance
+from ..mesh_render import render_mesh
+from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
+from ..run import RunDir
+from ..training import check_finite, choose_shading, progress_bar, ramp, resolve_device, save_strip
+from ..uv import unwrap
+from .coarse import ShadingConfig, read_prompt, stage_config
+
+
+@dataclass
+class RefineConfig:
+    """Defaults: the embedded prior on a CPU (configs/refine.yaml); configs/refine-sd.yaml for SD on a GPU."""
+
+    iters: int = 200
+    seed: int = 0
+    batch_size: int = 2
+    resolution: Optional[int] = None  # render size; None: the guidance model's resolution
+    supersample: int = 2  # render at resolution * supersample, average down (smoother edges and texture)
+    texture_size: int = 256
+    lr_texture: float = 0.02  # on texture logits
+    lr_vertices: float = 0.0005  # on vertex offsets (scene units)
+    laplacian_weight: Tuple[float, float] = (200.0, 200.0)  # linear ramps over the run
+    normal_weight: Tuple[float, float] = (50.0, 50.0)
+    max_faces: int = 20000  # decimate a denser coarse mesh before unwrapping
+    background: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    checkpoint_every: int = 50
+    preview_every: int = 100
+    preview_views: int = 6
+    preview_resolution: int = 96
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    cameras: CameraConfig = field(default_factory=CameraConfig)
+    shading: ShadingConfig = field(default_factory=lambda: ShadingConfig(albedo_only_steps=0))
+
+
+@dataclass
+class RefineState:
+    """What the optimisation works on: welded base vertices [Vw, 3], split mesh (vmapping, faces, uvs)."""
+
+    base: torch.Tensor
+    vmapping: torch.Tensor
+    faces: torch.Tensor
+    uvs: torch.Tensor
+    welded_faces: torch.Tensor
+
+
+def _load_coarse(run: RunDir, cfg: RefineConfig, ctx, device) -> tuple[RefineState, torch.Tensor]:
+    """Coarse mesh -> decimated, unwrapped mesh and the initial texture [T, T, 3]."""
+    import trimesh
+
+    from ..mesh import clean_mesh
+
+    mesh = trimesh.load(run.coarse_mesh, process=False, force="mesh")
+    v = np.asarray(mesh.vertices, dtype=np.float32)
+    f = np.asarray(mesh.faces, dtype=np.int64)
+    colours = None
+    if getattr(mesh.visual, "vertex_colors", None) is not None and len(mesh.visual.vertex_colors) == len(v):
+        colours = np.asarray(mesh.visual.vertex_colors, dtype=np.float32)[:, :3] / 255.0
+    if len(f) == 0:
+        raise UserInputError(f"the coarse mesh {str(run.coarse_mesh)!r} has no faces; run the coarse stage again")
+    if len(f) > cfg.max_faces:
+        v, f, colours = clean_mesh(v, f, colours, min_component_fraction=0, target_faces=cfg.max_faces)
+    uv = unwrap(v, f, resolution=cfg.texture_size)
+    state = RefineState(base=torch.from_numpy(v).to(device), vmapping=torch.from_numpy(uv.vmapping).to(device),
+                        faces=torch.from_numpy(uv.faces).to(device), uvs=torch.from_numpy(uv.uvs).to(device),
+                        welded_faces=torch.from_numpy(f).to(device))
+    positions = state.base[state.vmapping]
+    if run.coarse_field.is_file():
+        from ..nerf.field import load_field
+
+        field_ = load_field(run.coarse_field, device)
+        texture = bake_texture(ctx, positions, state.faces, state.uvs, cfg.texture_size, lambda x: field_.albedo(x).float())
+    elif colours is not None:
+        texture = bake_vertex_colours(ctx, torch.from_numpy(colours)[state.vmapping.cpu()].to(device), state.faces, state.uvs,
+                                      cfg.texture_size)
+    else:
+        texture = torch.full((cfg.texture_size, cfg.texture_size, 3), 0.7, device=device)
+    return state, texture
+
+
+def _state_dict(state: RefineState) -> dict:
+    return {k: getattr(state, k).cpu() for k in ("base", "vmapping", "faces", "uvs", "welded_faces")}
+
+
+def _state_from(d: dict, device) -> RefineState:
+    return RefineState(**{k: d[k].to(device) for k in ("base", "vmapping", "faces", "uvs", "welded_faces")})
+
+
+def save_textured_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture: np.ndarray) -> None:
+    """Write path (OBJ) + mesh.mtl + texture.png beside it. texture [T, T, 3] in [0, 1], row r <-> v = (r + 0.5) / T."""
+    import trimesh
+    from PIL import Image
+
+    image = Image.fromarray((np.clip(texture[::-1], 0, 1) * 255).round().astype(np.uint8))  # PNG row 0 = top = v 1
+    material = trimesh.visual.material.SimpleMaterial(image=image, diffuse=(255, 255, 255, 255))
+    mesh = trimesh.Trimesh(vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uvs, image=image, material=material),
+                           process=False)
+    from trimesh.exchange.obj import export_obj
+
+    text, files = export_obj(mesh, include_texture=True, return_texture=True, mtl_name="mesh.mtl")
+    folder = path.parent
+    for name, data in files.items():
+        if name.endswith(".png"):  # one texture per mesh, under a predictable name
+            atomic_write_bytes(folder / "texture.png", data)
+        else:
+            mtl = data.decode() if isinstance(data, bytes) else data
+            for png in [n for n in files if n.endswith(".png")]:
+                mtl = mtl.replace(png, "texture.png")
+            atomic_write_bytes(folder / name, mtl.encode())
+    atomic_write_bytes(path, text.encode())
+
+
+def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
+           texture_size: int | None = None, seed: int | None = None, device: str | None = None, resume: bool = False,
+           progress: bool = True) -> Path:
+    """Refine RUN's coarse mesh and texture by SDS. Returns RUN/refine/mesh.obj."""
+    run_dir = RunDir.existing(run)
+    info = read_prompt(run_dir)
+    if not run_dir.coarse_mesh.is_file():
+        raise UserInputError(f"RUN {str(run_dir.root)!r} has no coarse result; run `meshdream coarse PROMPT --out {run_dir.root}` first")
+    RunDir.create(run_dir.root)  # writable?
+    stage = run_dir.refine
+    ckpt_path = stage / "checkpoint.pt"
+    overrides: dict = {"iters": iters, "seed": seed, "texture_size": texture_size}
+    if guidance is not None:
+        overrides["guidance"] = {"name": guidance}
+    saved = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise UserInputError(f"--resume: {str(ckpt_path)!r} does not exist; start without --resume")
+        saved = load_checkpoint(ckpt_path)
+        cfg = merge(from_dict(RefineConfig, saved["config"]), {"iters": iters} if iters else {})
+        if saved.get("done") and run_dir.refined_mesh.is_file() and cfg.iters <= saved["step"]:
+            return run_dir.refined_mesh
+    else:
+        if config is None and guidance is None:
+            # follow the coarse stage's guidance model unless told otherwise
+            coarse_cfg = stage_config_guidance(run_dir)
+            if coarse_cfg is not None:
+                overrides["guidance"] = {"name": coarse_cfg}
+        cfg = stage_config(RefineConfig, config, overrides)
+    dev = resolve_device(device)
+    ctx = dr.get_context(dev)
+    stage.mkdir(parents=True, exist_ok=True)
+    (stage / "previews").mkdir(exist_ok=True)
+
+    guide = load_guidance(cfg.guidance, dev)
+    embeddings = guide.encode_prompt(info["prompt"], info.get("negative_prompt") or None)
+    resolution = (cfg.resolution or guide.resolution) * cfg.supersample
+
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    if saved is not None:
+        state = _state_from(saved["mesh"], dev)
+        offsets = saved["offsets"].to(dev).requires_grad_(True)
+        tex_logits = saved["texture_logits"].to(dev).requires_grad_(True)
+        start = saved["step"]
+    else:
+        state, texture = _load_coarse(run_dir, cfg, ctx, dev)
+        offsets = torch.zeros_like(state.base, requires_grad=True)
+        tex_logits = torch.logit(texture.clamp(0.02, 0.98)).detach().requires_grad_(True)
+        start = 0
+    optimizer = torch.optim.Adam([{"params": [tex_logits], "lr": cfg.lr_texture}, {"params": [offsets], "lr": cfg.lr_vertices}])
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        set_rng_state(saved["rng"], g)
+    save_config(cfg, stage / "config.yaml")
+    edges = torch.from_numpy(edges_of(state.welded_faces.cpu().numpy())).to(dev)
+    pairs = torch.from_numpy(face_pairs(state.welded_faces.cpu().numpy())).to(dev)
+
+    def current():
+        verts = (state.base + offsets)[state.vmapping]
+        return verts, torch.sigmoid(tex_logits)
+
+    def checkpoint(step: int, done: bool = False) -> None:
+        save_checkpoint(ckpt_path, {"stage": "refine", "step": step, "done": done, "config": to_dict(cfg),
+                                    "mesh": _state_dict(state), "offsets": offsets.detach().cpu(),
+                                    "texture_logits": tex_logits.detach().cpu(), "optimizer": optimizer.state_dict(),
+                                    "rng": rng_state(g)})
+
+    def preview(name: str) -> None:
+        with torch.no_grad():
+            verts, tex = current()
+            cams = turntable_cameras(cfg.preview_views, distance=sum(cfg.cameras.distance_range) / 2).to(dev)
+            images, _ = render_mesh(ctx, verts, state.faces, state.uvs, tex, cams, cfg.preview_resolution, "lambertian",
+                                    cfg.background, cfg.shading.ambient, cfg.shading.diffuse)
+            save_strip(images, stage / "previews" / name)
+
+    bar = progress_bar(cfg.iters, start, progress, "refine")
+    t0 = time.time()
+    background = tuple(cfg.background)
+    for step in range(start, cfg.iters):
+        frac = step / max(1, cfg.iters - 1)
+        cams = sample_cameras(cfg.batch_size, cfg.cameras, g).to(dev)
+        probs = {"albedo": 1.0} if step < cfg.shading.albedo_only_steps else {
+            "albedo": cfg.shading.albedo, "lambertian": cfg.shading.lambertian, "textureless": cfg.shading.textureless}
+        mode = choose_shading(probs, g)
+        verts, tex = current()
+        images, _ = render_mesh(ctx, verts, state.faces, state.uvs, tex, cams, resolution, mode, background,
+                                cfg.shading.ambient, cfg.shading.diffuse)
+        if cfg.supersample > 1:
+            images = torch.nn.functional.avg_pool2d(images, cfg.supersample)
+        sds = guide.sds_loss(images, embeddings, cams.azimuth, cams.elevation, frac, generator=g)
+        welded = state.base + offsets
+        loss = (sds.loss + ramp(cfg.laplacian_weight, frac) * laplacian_loss(offsets, edges)
+                + ramp(cfg.normal_weight, frac) * normal_consistency_loss(welded, state.welded_faces, pairs))
+        check_finite(loss, step, "refine")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{float(loss):.3g}", shading=mode[:4], refresh=False)
+        bar.update(1)
+        done_steps = step + 1
+        if done_steps % cfg.checkpoint_every == 0 and done_steps < cfg.iters:
+            checkpoint(done_steps)
+        if cfg.preview_every and done_steps % cfg.preview_every == 0:
+            preview(f"step_{done_steps:06d}.png")
+    bar.close()
+    preview("final.png")
+    with torch.no_grad():
+        verts, tex = current()
+    save_textured_obj(run_dir.refined_mesh, verts.cpu().numpy(), state.faces.cpu().numpy(), state.uvs.cpu().numpy(),
+                      tex.cpu().numpy())
+    checkpoint(cfg.iters, done=True)
+    if progress:
+        print(f"refine: {cfg.iters - start} steps in {time.time() - t0:.0f}s, {len(state.faces)} faces, "
+              f"texture {cfg.texture_size}x{cfg.texture_size}")
+    return run_dir.refined_mesh
+
+
+def stage_config_guidance(run: RunDir) -> str | None:
+    """The guidance model name the coarse stage of RUN used."""
+    import yaml
+
+    path = run.coarse / "config.yaml"
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    return (data.get("guidance") or {}).get("name")

@@ -1,0 +1,142 @@
+import time
+import warnings
+
+import pytest
+import torch
+
+from meshdream.errors import UserInputError
+from meshdream.guidance import GuidanceConfig, UnknownWordsWarning, load_guidance
+from meshdream.guidance.base import ResolvedSettings, annealed_t_max, sample_timesteps
+from tiny_models import save_tiny_deepfloyd_if, save_tiny_pixel_prior, save_tiny_stable_diffusion
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"pixel": save_tiny_pixel_prior(str(root / "pixel")), "sd": save_tiny_stable_diffusion(str(root / "sd")),
+            "sd_v": save_tiny_stable_diffusion(str(root / "sd_v"), prediction_type="v_prediction"),
+            "if": save_tiny_deepfloyd_if(str(root / "if"))}
+
+
+def sds_grad(guide, seed=0, scale_images=32, progress=0.3):
+    emb = guide.encode_prompt("a red cube")
+    img = torch.rand(2, 3, scale_images, scale_images, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    out = guide.sds_loss(img, emb, torch.tensor([0.0, 120.0]), torch.tensor([10.0, 20.0]), progress, torch.Generator().manual_seed(seed))
+    out.loss.backward()
+    return img.grad, out
+
+
+@pytest.mark.parametrize("kind, cls, res", [("sd", "StableDiffusionGuidance", 16), ("sd_v", "StableDiffusionGuidance", 16),
+                                            ("if", "PixelGuidance", 16), ("pixel", "PixelGuidance", 16)])
+def test_models_load_and_give_finite_nonzero_gradients(folders, kind, cls, res):
+    guide = load_guidance(GuidanceConfig(name=folders[kind]))
+    assert type(guide).__name__ == cls and guide.resolution == res
+    grad, out = sds_grad(guide)
+    assert grad.shape == (2, 3, 32, 32) and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert out.timesteps.shape == (2,) and out.grad_norm > 0
+    assert not any(p.requires_grad for p in guide.unet.parameters())  # frozen
+
+
+def test_pixel_gradient_is_weighted_eps_difference(folders):
+    """d loss / d x == w(t) (eps_cfg - eps) computed directly from the UNet, for the same draws."""
+    guide = load_guidance(GuidanceConfig(name=folders["if"], guidance_scale=5.0))
+    emb = guide.encode_prompt("a blue sphere")
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    az, el = torch.tensor([0.0]), torch.tensor([10.0])
+    out = guide.sds_loss(x, emb, az, el, 0.0, torch.Generator().manual_seed(3))
+    out.loss.backward()
+    g = torch.Generator().manual_seed(3)
+    t = sample_timesteps(1, guide.settings, 0.0, 1000, g)
+    noise = torch.randn((1, 3, 16, 16), generator=g)
+    a = guide.alphas_cumprod[t].view(1, 1, 1, 1)
+    xin = x.detach() * 2 - 1
+    xt = a.sqrt() * xin + (1 - a).sqrt() * noise
+    cond, uncond = emb.select(az, el)
+    with torch.no_grad():
+        e_c = guide.unet(xt, t, encoder_hidden_states=cond).sample[:, :3]
+        e_u = guide.unet(xt, t, encoder_hidden_states=uncond).sample[:, :3]
+    expected = (1 - a) * (e_u + 5.0 * (e_c - e_u) - noise) * 2  # chain rule of x -> 2x - 1
+    assert torch.allclose(x.grad, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_guidance_scale_and_clipping_change_the_gradient(folders):
+    g1, _ = sds_grad(load_guidance(GuidanceConfig(name=folders["pixel"], guidance_scale=1.0)))
+    g2, _ = sds_grad(load_guidance(GuidanceConfig(name=folders["pixel"], guidance_scale=50.0)))
+    assert not torch.allclose(g1, g2)
+    g3, out = sds_grad(load_guidance(GuidanceConfig(name=folders["pixel"], guidance_scale=50.0, grad_clip=1e-3)))
+    # the clipped gradient w.r.t. model pixels is at most 1e-3; x -> 2x - 1 doubles it, resize spreads it
+    assert g3.abs().max() <= 2e-3 + 1e-7
+
+
+def test_view_dependent_embeddings(folders):
+    guide = load_guidance(GuidanceConfig(name=folders["pixel"]))
+    emb = guide.encode_prompt("a red cube")
+    assert set(emb.cond) == {"front", "side", "back", "overhead"}
+    cond, uncond = emb.select(torch.tensor([0.0, 90.0, 180.0, 0.0]), torch.tensor([0.0, 0.0, 0.0, 80.0]))
+    for i, label in enumerate(["front", "side", "back", "overhead"]):
+        assert torch.equal(cond[i], emb.cond[label][0])
+    assert not torch.equal(emb.cond["front"], emb.cond["back"])
+    flat = load_guidance(GuidanceConfig(name=folders["pixel"], view_dependent=False)).encode_prompt("a red cube")
+    assert set(flat.cond) == {""}
+
+
+def test_timestep_annealing():
+    s = ResolvedSettings(guidance_scale=1, t_min=0.02, t_max=0.98, t_max_end=0.5)
+    assert annealed_t_max(s, 0) == 0.98 and annealed_t_max(s, 1) == 0.5
+    g = torch.Generator().manual_seed(0)
+    late = sample_timesteps(2000, s, 1.0, 1000, g)
+    early = sample_timesteps(2000, s, 0.0, 1000, g)
+    assert late.min() >= 20 and late.max() <= 500 and early.max() > 900
+
+
+def test_bad_timestep_range(folders):
+    with pytest.raises(UserInputError, match="t_min"):
+        load_guidance(GuidanceConfig(name=folders["pixel"], t_min=0.9, t_max=0.5))
+
+
+def test_embedded_prior_loads_and_gives_gradient():
+    guide = load_guidance("embedded")
+    assert guide.resolution == guide.meta["resolution"]
+    grad, _ = sds_grad(guide)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_unknown_words_warn_with_known_list():
+    guide = load_guidance("embedded")
+    with pytest.warns(UnknownWordsWarning, match=r"'teapot'.*it knows: .*cube"):
+        guide.encode_prompt("a shiny teapot")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guide.encode_prompt("a red cube")
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_empty_prompt_is_an_error(folders, prompt):
+    with pytest.raises(UserInputError, match="empty"):
+        load_guidance(GuidanceConfig(name=folders["pixel"])).encode_prompt(prompt)
+
+
+def test_unloadable_hub_id_fails_fast_with_advice():
+    t = time.time()
+    with pytest.raises(UserInputError, match=r"stabilityai/stable-diffusion-2-1-base.*local folder.*--guidance embedded"):
+        load_guidance("stable-diffusion")
+    assert time.time() - t < 10
+
+
+@pytest.mark.parametrize("name, match", [("./no/such/folder", "not a folder"), ("", "empty")])
+def test_bad_guidance_names(name, match):
+    with pytest.raises(UserInputError, match=match):
+        load_guidance(name)
+
+
+def test_folder_without_index(tmp_path):
+    with pytest.raises(UserInputError, match="model_index.json"):
+        load_guidance(str(tmp_path))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fp16_on_cuda(folders):
+    guide = load_guidance(GuidanceConfig(name=folders["sd"]), "cuda")
+    assert guide.unet.dtype == torch.float16
+    grad, _ = sds_grad(guide)
+    assert torch.isfinite(grad).all()

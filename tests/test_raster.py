@@ -1,0 +1,162 @@
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import meshdream.raster as dr
+from meshdream.errors import MeshdreamError
+from meshdream.raster import cpu, reference
+
+
+def random_scene(B=2, V=60, F=24, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.randn(B, V, 4, generator=g, dtype=dtype)
+    pos[..., 3] = pos[..., 3].abs() + 1.5
+    pos[..., 2] *= 0.3
+    tri = torch.randint(0, V, (F, 3), generator=g, dtype=torch.int32)
+    return pos, tri
+
+
+CPU = dr.get_context("cpu")
+
+
+def test_known_triangle_covers_known_pixels():
+    """A right triangle over the lower-left half of the image, vertex 0 at the bottom-left corner."""
+    pos = torch.tensor([[[-1.0, -1.0, 0.5, 1.0], [1.0, -1.0, 0.5, 1.0], [-1.0, 1.0, 0.5, 1.0]]])
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    rast, db = dr.rasterize(CPU, pos, tri, (4, 4))
+    covered = rast[0, ..., 3] > 0
+    ys, xs = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
+    assert torch.equal(covered, (xs + ys) <= 3)  # row 0 is the bottom (y = -1); centres on an edge count as inside
+    # pixel (0, 0) centre at ndc (-0.75, -0.75): barycentrics w.r.t. vertex 1 and 2 are 0.125 each
+    u, v, zw, tid = rast[0, 0, 0]
+    assert torch.allclose(torch.stack([u, v, zw, tid]), torch.tensor([0.75, 0.125, 0.5, 1.0]))
+    assert db.shape == rast.shape
+
+
+def test_depth_test_and_ties_are_deterministic():
+    near = [[-1, -1, 0.1, 1], [1, -1, 0.1, 1], [0, 1, 0.1, 1]]
+    far = [[-1, -1, 0.6, 1], [1, -1, 0.6, 1], [0, 1, 0.6, 1]]
+    pos = torch.tensor([far + near + near], dtype=torch.float32)
+    tri = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]], dtype=torch.int32)
+    rast, _ = dr.rasterize(CPU, pos, tri, (8, 8))
+    ids = rast[0, ..., 3][rast[0, ..., 3] > 0]
+    assert (ids == 2).all()  # the near triangle wins; of two equal ones, the lower id
+
+
+def test_behind_camera_and_clipped_depth_are_skipped():
+    pos = torch.tensor([[[-1, -1, 0, -1.0], [1, -1, 0, 1], [0, 1, 0, 1], [-1, -1, 2, 1], [1, -1, 2, 1], [0, 1, 2, 1]]])
+    tri = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
+    rast, _ = dr.rasterize(CPU, pos, tri, (8, 8))
+    assert (rast == 0).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cpu_matches_reference(seed):
+    pos, tri = random_scene(seed=seed, dtype=torch.float32)
+    r_cpu, _ = dr.rasterize(CPU, pos, tri, (24, 32))
+    r_ref, _ = dr.rasterize(dr.get_context("cpu", "reference"), pos, tri, (24, 32))
+    assert torch.equal(r_cpu[..., 3], r_ref[..., 3])
+    assert torch.allclose(r_cpu, r_ref, atol=1e-5)
+    attr = torch.randn(2, pos.shape[1], 5)
+    out, _ = dr.interpolate(attr, r_cpu, tri)
+    assert torch.allclose(out, reference.interpolate(attr, r_ref, tri), atol=1e-5)
+    # gradients to positions agree with autograd through the reference's closed form
+    p1, p2 = pos.clone().double().requires_grad_(), pos.clone().double().requires_grad_()
+    w = torch.randn(2, 24, 32, 2, dtype=torch.float64)
+    (dr.rasterize(CPU, p1, tri, (24, 32))[0][..., :2] * w).sum().backward()
+    (reference.rasterize(p2, tri, (24, 32))[..., :2] * w).sum().backward()
+    assert torch.allclose(p1.grad, p2.grad, atol=1e-8)
+
+
+@pytest.mark.parametrize("filter_mode", ["linear", "nearest"])
+@pytest.mark.parametrize("boundary_mode", ["wrap", "clamp", "zero"])
+def test_texture_matches_reference(filter_mode, boundary_mode):
+    tex = torch.rand(1, 8, 6, 3)
+    uv = torch.rand(2, 10, 12, 2) * 1.6 - 0.3
+    out = dr.texture(tex, uv, filter_mode=filter_mode, boundary_mode=boundary_mode)
+    assert torch.allclose(out, reference.texture(tex, uv, filter_mode, boundary_mode), atol=1e-6)
+
+
+def test_texture_texel_centres():
+    tex = torch.arange(4.0).view(1, 1, 4, 1)
+    uv = torch.tensor([[[[0.125, 0.5], [0.375, 0.5], [0.25, 0.5]]]])
+    out = dr.texture(tex, uv, filter_mode="linear", boundary_mode="clamp")
+    assert torch.allclose(out.flatten(), torch.tensor([0.0, 1.0, 0.5]))
+
+
+def test_gradcheck_rasterize():
+    pos, tri = random_scene(B=1, V=12, F=5)
+    p = pos.clone().requires_grad_()
+    assert gradcheck(lambda p: dr.rasterize(CPU, p, tri, (12, 12))[0][..., :2], (p,), eps=1e-7, atol=1e-5)
+
+
+def test_gradcheck_interpolate():
+    pos, tri = random_scene(B=2, V=30, F=12)
+    rast, _ = dr.rasterize(CPU, pos, tri, (12, 12))
+    attr = torch.randn(2, 30, 3, dtype=torch.float64, requires_grad=True)
+    uv = rast[..., :2].clone().requires_grad_()
+    assert gradcheck(lambda a, u: cpu.interpolate(a, torch.cat([u, rast[..., 2:]], -1), tri), (attr, uv), eps=1e-6, atol=1e-5)
+    shared = torch.randn(30, 3, dtype=torch.float64, requires_grad=True)  # [V, C] broadcast over the batch
+    assert gradcheck(lambda a: dr.interpolate(a, rast, tri)[0], (shared,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("boundary_mode", ["wrap", "clamp", "zero"])
+def test_gradcheck_texture(boundary_mode):
+    tex = torch.rand(1, 5, 7, 2, dtype=torch.float64, requires_grad=True)
+    uv = (torch.rand(2, 4, 4, 2, dtype=torch.float64) * 1.2 - 0.1).requires_grad_()
+    assert gradcheck(lambda t, u: cpu.texture(t, u, "linear", boundary_mode), (tex, uv), eps=1e-7, atol=1e-5)
+
+
+def test_gradcheck_antialias_and_it_blends_silhouettes():
+    pos = torch.tensor([[[-0.7, -0.6, 0.1, 1.0], [0.65, -0.5, 0.2, 1.0], [-0.1, 0.7, 0.3, 1.0]]], dtype=torch.float64)
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    rast, _ = dr.rasterize(CPU, pos, tri, (12, 12))
+    color = torch.where(rast[..., 3:] > 0, torch.ones(1, 12, 12, 3, dtype=torch.float64), torch.zeros(1, 12, 12, 3, dtype=torch.float64))
+    out = dr.antialias(color, rast, pos, tri)
+    edge = (out > 0) & (out < 1)
+    assert edge.any() and ((out - color).abs() > 0).sum() > 10  # silhouette pixels get fractional coverage
+    assert gradcheck(lambda c, p: dr.antialias(c, rast, p, tri), (color.clone().requires_grad_(), pos.clone().requires_grad_()),
+                     eps=1e-7, atol=1e-5)
+
+
+def test_antialias_ignores_interior_edges():
+    """Two triangles forming a quad: their shared edge is not a silhouette."""
+    pos = torch.tensor([[[-0.5, -0.5, 0, 1], [0.5, -0.5, 0, 1], [0.5, 0.5, 0, 1], [-0.5, 0.5, 0, 1]]], dtype=torch.float64)
+    tri = torch.tensor([[0, 1, 2], [0, 2, 3]], dtype=torch.int32)
+    rast, _ = dr.rasterize(CPU, pos, tri, (16, 16))
+    color = torch.where(rast[..., 3:] > 0, torch.full((1, 16, 16, 1), 1.0, dtype=torch.float64), torch.zeros(1, 16, 16, 1, dtype=torch.float64))
+    out = dr.antialias(color, rast, pos, tri)
+    inside = (rast[0, 4:12, 4:12, 3] > 0)
+    assert inside.all() and torch.equal(out[0, 5:11, 5:11], color[0, 5:11, 5:11])
+
+
+def test_range_mode():
+    pos, tri = random_scene(B=1, V=40, F=10, dtype=torch.float32)
+    ranges = torch.tensor([[0, 4], [4, 6]])
+    rast, _ = dr.rasterize(CPU, pos[0], tri, (16, 16), ranges=ranges)
+    a, _ = dr.rasterize(CPU, pos, tri[:4], (16, 16))
+    assert rast.shape[0] == 2 and torch.equal(rast[0], a[0])
+    ids = rast[1, ..., 3][rast[1, ..., 3] > 0]
+    assert ((ids >= 5) & (ids <= 10)).all()
+
+
+def test_errors():
+    pos, tri = random_scene(dtype=torch.float32)
+    with pytest.raises(ValueError, match="tri must be"):
+        dr.rasterize(CPU, pos, tri[:, :2], (8, 8))
+    with pytest.raises(ValueError, match="outside"):
+        dr.rasterize(CPU, pos, tri + 1000, (8, 8))
+    with pytest.raises(MeshdreamError, match="mipmaps"):
+        dr.texture(torch.rand(1, 4, 4, 3), torch.rand(1, 2, 2, 2), filter_mode="linear-mipmap-linear")
+    with pytest.raises(MeshdreamError, match="unknown rasteriser backend"):
+        dr.get_context("cpu", "opengl")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device with nvdiffrast")
+def test_nvdiffrast_backend_matches_cpu():
+    pos, tri = random_scene(dtype=torch.float32)
+    ctx = dr.get_context("cuda")
+    r_gpu, _ = dr.rasterize(ctx, pos.cuda(), tri.cuda(), (24, 32))
+    r_cpu, _ = dr.rasterize(CPU, pos, tri, (24, 32))
+    same = r_gpu[..., 3].cpu() == r_cpu[..., 3]
+    assert same.float().mean() > 0.99
