@@ -34,7 +34,7 @@ class HashGrid(nn.Module):
         self.config, self.bound = config, bound
         L, T = config.levels, 2 ** config.log2_table_size
         growth = math.exp((math.log(config.max_resolution) - math.log(config.base_resolution)) / max(1, L - 1))
-        res = [int(math.floor(config.base_resolution * growth ** level)) for level in range(L)]
+        res = [int(math.floor(config.base_resolution * growth ** level + 1e-6)) for level in range(L)]  # no 63.999 -> 63
         sizes = [min(T, (r + 1) ** 3) for r in res]
         offsets = [0]
         for s in sizes:

@@ -1,0 +1,121 @@
+"""Evaluate the embedded prior: a separate classifier, trained on held-out renders, labels samples
+drawn from the prior for every shape x colour prompt; the table reports shape and colour accuracy."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .primitives import COLOURS, SHAPES
+
+
+class Classifier(nn.Module):
+    """Small CNN with a shape head and a colour head, input [B, 3, 32, 32] in [0, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),  # keep the layout: shape needs it
+            nn.Linear(64 * 4 * 4, 128), nn.ReLU(),
+        )
+        self.shape = nn.Linear(128, len(SHAPES))
+        self.colour = nn.Linear(128, len(COLOURS))
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.shape(h), self.colour(h)
+
+
+def _load(path: str):
+    with np.load(path) as d:
+        return torch.from_numpy(d["images"]).permute(0, 3, 1, 2).float() / 255.0, torch.from_numpy(d["shapes"]), torch.from_numpy(d["colours"])
+
+
+def train_classifier(train_path: str, check_path: str, epochs: int = 15, log=print) -> tuple[Classifier, dict]:
+    x, s, c = _load(train_path)
+    torch.manual_seed(0)
+    model = Classifier()
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            idx = perm[i:i + 64]
+            ps, pc = model(x[idx])
+            loss = F.cross_entropy(ps, s[idx]) + F.cross_entropy(pc, c[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    xv, sv, cv = _load(check_path)
+    with torch.no_grad():
+        ps, pc = model(xv)
+    acc = {"shape": float((ps.argmax(1) == sv).float().mean()), "colour": float((pc.argmax(1) == cv).float().mean())}
+    log(f"classifier on held-out renders: shape {acc['shape']:.3f}, colour {acc['colour']:.3f}")
+    return model.eval(), acc
+
+
+@torch.no_grad()
+def sample_prior(folder: str, prompts: list[str], guidance_scale: float = 3.0, steps: int = 30, seed: int = 0) -> torch.Tensor:
+    """Images [N, 3, R, R] in [0, 1] by classifier-free-guided DDIM sampling of the prior folder."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    tok = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    text = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval()
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval()
+    sched = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    sched.set_timesteps(steps)
+
+    def embed(texts):
+        ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+        return text(ids).last_hidden_state
+
+    cond, uncond = embed(prompts), embed([""] * len(prompts))
+    R = unet.config.sample_size
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(prompts), 3, R, R, generator=g)
+    for t in sched.timesteps:
+        eps = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+        eu, ec = eps.chunk(2)
+        x = sched.step(eu + guidance_scale * (ec - eu), t, x).prev_sample
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def evaluate(folder: str, classifier: Classifier, samples_per_prompt: int = 4, guidance_scale: float = 3.0, seed: int = 0):
+    """Accuracy table {(shape, colour): (shape_acc, colour_acc)} and the sample grid [S*C rows]."""
+    from .primitives import caption
+
+    views = [(0.0, 15.0), (90.0, 15.0), (180.0, 15.0), (45.0, 30.0)]
+    prompts, labels = [], []
+    for si, shape in enumerate(SHAPES):
+        for ci, colour in enumerate(COLOURS):
+            for k in range(samples_per_prompt):
+                az, el = views[k % len(views)]
+                prompts.append(caption(colour, shape, az, el))
+                labels.append((si, ci))
+    images = torch.cat([sample_prior(folder, prompts[i:i + 120], guidance_scale, seed=seed + i) for i in range(0, len(prompts), 120)])
+    with torch.no_grad():
+        ps, pc = classifier(images)
+    ps, pc = ps.argmax(1), pc.argmax(1)
+    table = {}
+    for si, shape in enumerate(SHAPES):
+        for ci, colour in enumerate(COLOURS):
+            sel = torch.tensor([lab == (si, ci) for lab in labels])
+            table[f"{colour} {shape}"] = (float((ps[sel] == si).float().mean()), float((pc[sel] == ci).float().mean()))
+    return table, images
+
+
+def markdown_table(table: dict) -> str:
+    colours = list(COLOURS)
+    lines = ["| shape \\ colour | " + " | ".join(colours) + " | shape acc | colour acc |", "|---" * (len(colours) + 3) + "|"]
+    for shape in SHAPES:
+        cells = [f"{table[f'{c} {shape}'][0]:.2f}/{table[f'{c} {shape}'][1]:.2f}" for c in colours]
+        sa = np.mean([table[f"{c} {shape}"][0] for c in colours])
+        ca = np.mean([table[f"{c} {shape}"][1] for c in colours])
+        lines.append(f"| {shape} | " + " | ".join(cells) + f" | {sa:.2f} | {ca:.2f} |")
+    sa = np.mean([v[0] for v in table.values()])
+    ca = np.mean([v[1] for v in table.values()])
+    lines.append(f"| **all** |" + " |" * len(colours) + f" **{sa:.2f}** | **{ca:.2f}** |")
+    return "\n".join(lines)

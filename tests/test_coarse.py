@@ -1,0 +1,108 @@
+import pytest
+import torch
+import trimesh
+from click.testing import CliRunner
+
+from meshdream.checkpoint import load_checkpoint
+from meshdream.cli import cli
+from meshdream.config import load_config, to_dict
+from meshdream.errors import UserInputError
+from meshdream.pipeline import coarse as coarse_mod
+from meshdream.pipeline.coarse import CoarseConfig, coarse
+
+
+def test_default_config_matches_configs_yaml():
+    assert to_dict(load_config(CoarseConfig, "configs/coarse.yaml")) == to_dict(CoarseConfig())
+
+
+@pytest.mark.parametrize("preset", ["configs/coarse-sd.yaml", "configs/coarse-if.yaml"])
+def test_gpu_presets_load(preset):
+    cfg = load_config(CoarseConfig, preset)
+    assert cfg.guidance.name in ("stable-diffusion", "deepfloyd-if")
+
+
+def test_coarse_run_writes_mesh_field_and_config(coarse_run):
+    mesh = trimesh.load(coarse_run / "coarse" / "mesh.ply", process=False)
+    assert len(mesh.faces) > 0 and mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    field_state = load_checkpoint(coarse_run / "coarse" / "field.pt")
+    assert field_state["prompt"] == "a red cube"
+    ck = load_checkpoint(coarse_run / "coarse" / "checkpoint.pt")
+    assert ck["done"] and ck["step"] == 6 and ck["config"]["iters"] == 6
+    from meshdream.nerf.field import load_field
+
+    f = load_field(coarse_run / "coarse" / "field.pt")
+    x = torch.zeros(3, 3)
+    assert f.density(x).shape == (3,) and f.albedo(x).shape == (3, 3)
+    assert (coarse_run / "coarse" / "previews" / "final.png").is_file()
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_ends_with_the_same_parameters(tmp_path, tiny_configs, monkeypatch):
+    coarse("a red cube", tmp_path / "full", config=tiny_configs["coarse"], progress=False)
+    full = load_checkpoint(tmp_path / "full" / "coarse" / "field.pt")["field"]["state"]
+
+    real_bar = coarse_mod.progress_bar
+
+    def dying_bar(*args, **kwargs):  # fault injection: the process "dies" after its 5th step
+        bar = real_bar(*args, **kwargs)
+        update = bar.update
+        steps = [0]
+
+        def update_or_die(n=1):
+            update(n)
+            steps[0] += n
+            if steps[0] == 5:
+                raise _Killed()
+
+        bar.update = update_or_die
+        return bar
+
+    monkeypatch.setattr(coarse_mod, "progress_bar", dying_bar)
+    with pytest.raises(_Killed):
+        coarse("a red cube", tmp_path / "resumed", config=tiny_configs["coarse"], progress=False)
+    assert load_checkpoint(tmp_path / "resumed" / "coarse" / "checkpoint.pt")["step"] == 4
+    monkeypatch.setattr(coarse_mod, "progress_bar", real_bar)
+    coarse("a red cube", tmp_path / "resumed", resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "resumed" / "coarse" / "field.pt")["field"]["state"]
+    assert full.keys() == resumed.keys()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_resume_of_a_finished_run_returns_its_mesh(coarse_run):
+    assert coarse("a red cube", coarse_run, resume=True, progress=False) == coarse_run / "coarse" / "mesh.ply"
+
+
+def test_resume_with_another_prompt_is_refused(coarse_run):
+    with pytest.raises(UserInputError, match="made for the prompt 'a red cube'"):
+        coarse("a blue sphere", coarse_run, resume=True, progress=False)
+
+
+def test_cli_bad_inputs(tmp_path, tiny_configs):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("iterations: 5\n")
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "r"), "--config", str(bad)])
+    assert r.exit_code == 2 and "unknown config key iterations" in r.output and "iters" in r.output
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "missing"), "--resume"])
+    assert r.exit_code == 2 and "checkpoint.pt" in r.output and "does not exist" in r.output
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(blocker / "run"), "--config", tiny_configs["coarse"]])
+    assert r.exit_code == 2 and "not writable" in r.output
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "r2"), "--config", str(tmp_path / "nope.yaml")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_empty_surface_is_a_clear_error(tmp_path, tiny_configs):
+    import yaml
+
+    cfg = yaml.safe_load(open(tiny_configs["coarse"]))
+    cfg["extract"]["threshold"] = 1e6
+    cfg["iters"] = 1
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "r"), "--config", str(path), "--quiet"])
+    assert r.exit_code == 1 and "threshold 1000000.0" in r.output and "Traceback" not in r.output
