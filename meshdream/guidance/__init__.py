@@ -45,6 +45,7 @@ def load_guidance(config: GuidanceConfig | str, device: torch.device | str = "cp
     """Load the guidance model named by ``config.name`` (lazily, from a folder or the hub)."""
     if isinstance(config, str):
         config = GuidanceConfig(name=config)
+    _quiet_libraries()
     path, index = resolve(config.name)
     kind = kind_of(index, path)
     try:
@@ -57,6 +58,17 @@ def load_guidance(config: GuidanceConfig | str, device: torch.device | str = "cp
         if isinstance(e, UserInputError):
             raise
         raise unloadable(config.name, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from None
+
+
+def _quiet_libraries() -> None:
+    """diffusers / transformers chatter (weight-loading bars, `accelerate` advice) is not for our users."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 __all__ = ["Guidance", "GuidanceConfig", "PromptEmbeddings", "SDSOutput", "UnknownWordsWarning", "load_guidance",

@@ -175,7 +175,7 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        bar.set_postfix(loss=f"{float(loss):.3g}", shading=mode[:4], refresh=False)
+        bar.set_postfix(loss=f"{loss.item():.3g}", shading=mode[:4], refresh=False)
         bar.update(1)
         done_steps = step + 1
         if done_steps % cfg.checkpoint_every == 0 and done_steps < cfg.iters:

@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import torch
+
+from meshdream.guidance import embedded_prior_path
+from meshdream.prior.model import build_scheduler, build_text_encoder, build_tokenizer, build_unet, default_meta, save_prior
+from meshdream.prior.primitives import COLOURS, SHAPES, caption, render_dataset
+
+
+def test_renders_show_the_asked_colour_on_white():
+    images, captions, shapes, colours = render_dataset(24, seed=5, resolution=32)
+    assert images.shape == (24, 32, 32, 3) and images.dtype == np.uint8
+    names = list(COLOURS)
+    for img, cap, ci in zip(images, captions, colours):
+        assert f" {names[ci]} " in cap
+        corners = img[[0, 0, -1, -1], [0, -1, 0, -1]]
+        assert (corners > 240).all()  # white background
+        obj = img[(img < 235).any(-1)].astype(float)
+        assert len(obj) > 20
+        target = np.array(COLOURS[names[ci]]) * 255
+        # the most saturated object pixels (not edges blended with the white background) carry the hue
+        sat = obj.max(1) - obj.min(1)
+        v = obj[sat >= np.percentile(sat, 80)].mean(0)
+        assert np.dot(v / np.linalg.norm(v), target / np.linalg.norm(target)) > 0.9
+
+
+def test_captions_and_views():
+    assert caption("red", "cube", 0, 10) == "a red cube, front view"
+    assert caption("orange", "torus", 170, 10) == "an orange torus, back view"
+    _, captions, shapes, _ = render_dataset(12, seed=1, resolution=16)
+    assert all(c.endswith(" view") for c in captions) and set(shapes) <= set(range(len(SHAPES)))
+
+
+def test_tokenizer_and_save_load_round_trip(tmp_path):
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    tok = build_tokenizer()
+    ids = tok("A Red cube, side view").input_ids
+    assert tok.unk_token_id not in ids and len(ids) == 6
+    assert tok("a teapot").input_ids[1] == tok.unk_token_id
+    unet, text, sched = build_unet(32), build_text_encoder(len(tok)), build_scheduler()
+    assert 1e6 < sum(p.numel() for p in unet.parameters()) < 3e6
+    save_prior(tmp_path / "prior", unet, text, tok, sched, default_meta())
+    folder = str(tmp_path / "prior")
+    u2 = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    t2 = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
+    tok2 = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    assert tok2("a red cube").input_ids == tok("a red cube").input_ids
+    x, t = torch.randn(1, 3, 32, 32), torch.tensor([10])
+    e = t2(torch.tensor([tok("a red cube", padding="max_length", max_length=12).input_ids])).last_hidden_state
+    assert torch.allclose(u2(x, t, e).sample, unet(x, t, text(torch.tensor([tok("a red cube", padding="max_length", max_length=12).input_ids])).last_hidden_state).sample, atol=1e-5)
+
+
+def test_shipped_prior_is_small_and_described():
+    folder = embedded_prior_path()
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size < 25 * 2 ** 20
+    meta = json.loads((folder / "meshdream_prior.json").read_text())
+    assert meta["resolution"] == 32 and set(SHAPES) <= set(meta["vocabulary"]) and meta["training"]["steps"] > 0

@@ -1,0 +1,85 @@
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from meshdream.cli import cli
+
+
+def cli_cmd(*args):
+    return [sys.executable, "-m", "meshdream", *args]
+
+
+def test_sigkill_at_a_random_step_then_resume_completes(tmp_path, tiny_configs):
+    cfg = yaml.safe_load(open(tiny_configs["coarse"]))
+    cfg.update(iters=30, checkpoint_every=2)
+    cfg["extract"]["threshold"] = 0.5  # a random prior thins the blob; any surface will do here
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cli_cmd("coarse", "a red cube", "--out", str(out), "--config", str(path), "--quiet"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = out / "coarse" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.exists(), proc.stderr.read().decode()[-2000:]
+    time.sleep(random.uniform(0.0, 1.0))  # die somewhere after the first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = subprocess.run(cli_cmd("coarse", "a red cube", "--out", str(out), "--resume", "--quiet"), env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (out / "coarse" / "mesh.ply").is_file()
+    assert not [p for p in os.listdir(out / "coarse") if p.endswith(".tmp")]  # no half-written files left behind
+
+
+def test_corrupted_checkpoint_is_a_clear_error_and_never_used(tmp_path, coarse_run):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(coarse_run, run)
+    ckpt = run / "coarse" / "checkpoint.pt"
+    data = bytearray(ckpt.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    ckpt.write_bytes(bytes(data))
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(run), "--resume"])
+    assert r.exit_code == 1
+    assert "corrupted" in r.output and str(ckpt) in r.output and "Traceback" not in r.output
+    assert ckpt.read_bytes() == bytes(data)  # left as it was for the user to inspect
+
+
+def test_non_finite_loss_is_reported_with_the_step(tmp_path, tiny_configs, monkeypatch):
+    from meshdream.guidance.pixel import PixelGuidance
+
+    real = PixelGuidance.sds_loss
+    calls = [0]
+
+    def poisoned(self, *args, **kwargs):  # fault injection: the guidance returns NaN on its 3rd call
+        out = real(self, *args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(PixelGuidance, "sds_loss", poisoned)
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "run"), "--config", tiny_configs["coarse"], "--quiet"])
+    assert r.exit_code == 1 and "nan at step 2" in r.output and "--resume" in r.output
+
+
+def test_unwritable_output_fails_before_any_work(tmp_path, tiny_configs):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for args in (["generate", "a red cube", "--out", str(blocker / "run")],
+                 ["coarse", "a red cube", "--out", str(blocker / "run"), "--config", tiny_configs["coarse"]]):
+        t = time.time()
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 2 and "not writable" in r.output
+        assert time.time() - t < 5
