@@ -24,6 +24,15 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def _check_keys(data: Mapping[str, Any], types_: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise UserInputError(
+            f"unknown config key {prefix}{unknown[0]}; allowed keys{' in ' + where if where else ''}: {', '.join(sorted(types_))}"
+        )
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert a YAML value to the annotated type ``tp`` or raise UserInputError naming ``where``."""
     origin = typing.get_origin(tp)
@@ -84,13 +93,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping; unknown keys raise UserInputError listing known ones."""
     types_ = _field_types(cls)
-    unknown = sorted(set(data) - set(types_))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise UserInputError(
-            f"unknown config key {prefix}{unknown[0]!s}; allowed keys{' in ' + where if where else ''}: "
-            f"{', '.join(sorted(types_))}"
-        )
+    _check_keys(data, types_, where)
     kwargs = {}
     for key, value in data.items():
         name = f"{where}.{key}" if where else key
@@ -101,13 +104,7 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
 def merge(config: T, overrides: Mapping[str, Any], where: str = "") -> T:
     """Return a copy of dataclass ``config`` with (nested) ``overrides`` applied and type-checked."""
     types_ = _field_types(type(config))
-    unknown = sorted(set(overrides) - set(types_))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise UserInputError(
-            f"unknown config key {prefix}{unknown[0]}; allowed keys{' in ' + where if where else ''}: "
-            f"{', '.join(sorted(types_))}"
-        )
+    _check_keys(overrides, types_, where)
     changes = {}
     for key, value in overrides.items():
         name = f"{where}.{key}" if where else key

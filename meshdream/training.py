@@ -75,6 +75,32 @@ def choose_shading(probabilities: dict, generator: torch.Generator) -> str:
     return names[-1]
 
 
+def shading_for_step(shading, step: int, generator: torch.Generator) -> str:
+    """Albedo only for the first ``shading.albedo_only_steps``, then a random mode by the config's odds."""
+    if step < shading.albedo_only_steps:
+        return choose_shading({"albedo": 1.0}, generator)
+    return choose_shading({"albedo": shading.albedo, "lambertian": shading.lambertian, "textureless": shading.textureless}, generator)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: int, stage: str) -> None:
+    """Refuse a non-finite loss (before it reaches the parameters), then one optimiser step."""
+    check_finite(loss, step, stage)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def end_of_step(bar, loss: torch.Tensor, mode: str, done_steps: int, iters: int, checkpoint_every: int, preview_every: int,
+                checkpoint, preview) -> None:
+    """Progress, then the periodic checkpoint (the final one is written by the stage) and preview."""
+    bar.set_postfix(loss=f"{loss.item():.3g}", shading=mode[:4], refresh=False)
+    bar.update(1)
+    if done_steps % checkpoint_every == 0 and done_steps < iters:
+        checkpoint(done_steps)
+    if preview_every and done_steps % preview_every == 0:
+        preview(done_steps)
+
+
 def elapsed_eta(step: int, total: int, seconds: float) -> str:
     rate = seconds / max(step, 1)
     return f"{seconds:.0f}s elapsed, {rate:.2f}s/step, ETA {math.ceil(rate * (total - step))}s"

@@ -24,7 +24,7 @@ from ..nerf.extract import ExtractConfig, extract_mesh
 from ..nerf.field import FieldConfig, NeRFField, save_field_state
 from ..nerf.volume_render import OccupancyGrid, orientation_loss, render_cameras, sparsity_loss
 from ..run import RunDir
-from ..training import check_finite, choose_shading, progress_bar, ramp, resolve_device, save_strip
+from ..training import end_of_step, optimizer_step, progress_bar, ramp, resolve_device, save_strip, shading_for_step
 
 
 @dataclass
@@ -160,9 +160,7 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
         if occupancy is not None and step % cfg.occupancy.update_every == 0:
             occupancy.update(field_.density, g)
         cams = sample_cameras(cfg.batch_size, cfg.cameras, g).to(dev)
-        probs = {"albedo": 1.0} if step < cfg.shading.albedo_only_steps else {
-            "albedo": cfg.shading.albedo, "lambertian": cfg.shading.lambertian, "textureless": cfg.shading.textureless}
-        mode = choose_shading(probs, g)
+        mode = shading_for_step(cfg.shading, step, g)
         images, rendered = render_cameras(field_, cams, resolution * cfg.supersample, num_samples=cfg.num_samples, bound=cfg.bound,
                                           shading=mode, background=background, occupancy=occupancy, generator=g,
                                           with_normals=False, ambient=cfg.shading.ambient, diffuse=cfg.shading.diffuse)
@@ -171,17 +169,9 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
         sds = guide.sds_loss(images, embeddings, cams.azimuth, cams.elevation, frac, generator=g)
         loss = (sds.loss + ramp(cfg.orientation_weight, frac) * orientation_loss(rendered)
                 + ramp(cfg.sparsity_weight, frac) * sparsity_loss(rendered))
-        check_finite(loss, step, "coarse")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3g}", shading=mode[:4], refresh=False)
-        bar.update(1)
-        done_steps = step + 1
-        if done_steps % cfg.checkpoint_every == 0 and done_steps < cfg.iters:
-            checkpoint(done_steps)
-        if cfg.preview_every and done_steps % cfg.preview_every == 0:
-            save_strip(render_preview(field_, cfg, dev, occupancy, "albedo"), stage / "previews" / f"step_{done_steps:06d}.png")
+        optimizer_step(optimizer, loss, step, "coarse")
+        end_of_step(bar, loss, mode, step + 1, cfg.iters, cfg.checkpoint_every, cfg.preview_every, checkpoint,
+                    lambda n: save_strip(render_preview(field_, cfg, dev, occupancy, "albedo"), stage / "previews" / f"step_{n:06d}.png"))
     bar.close()
     field_.eval()
     save_strip(render_preview(field_, cfg, dev, occupancy), stage / "previews" / "final.png")

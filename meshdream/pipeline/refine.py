@@ -27,7 +27,7 @@ from ..guidance import GuidanceConfig, load_guidance
 from ..mesh_render import render_mesh
 from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
 from ..run import RunDir
-from ..training import check_finite, choose_shading, progress_bar, ramp, resolve_device, save_strip
+from ..training import end_of_step, optimizer_step, progress_bar, ramp, resolve_device, save_strip, shading_for_step
 from ..uv import unwrap
 from .coarse import ShadingConfig, read_prompt, stage_config
 
@@ -216,9 +216,7 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
     for step in range(start, cfg.iters):
         frac = step / max(1, cfg.iters - 1)
         cams = sample_cameras(cfg.batch_size, cfg.cameras, g).to(dev)
-        probs = {"albedo": 1.0} if step < cfg.shading.albedo_only_steps else {
-            "albedo": cfg.shading.albedo, "lambertian": cfg.shading.lambertian, "textureless": cfg.shading.textureless}
-        mode = choose_shading(probs, g)
+        mode = shading_for_step(cfg.shading, step, g)
         verts, tex = current()
         images, _ = render_mesh(ctx, verts, state.faces, state.uvs, tex, cams, resolution, mode, background,
                                 cfg.shading.ambient, cfg.shading.diffuse)
@@ -228,17 +226,9 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
         welded = state.base + offsets
         loss = (sds.loss + ramp(cfg.laplacian_weight, frac) * laplacian_loss(offsets, edges)
                 + ramp(cfg.normal_weight, frac) * normal_consistency_loss(welded, state.welded_faces, pairs))
-        check_finite(loss, step, "refine")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3g}", shading=mode[:4], refresh=False)
-        bar.update(1)
-        done_steps = step + 1
-        if done_steps % cfg.checkpoint_every == 0 and done_steps < cfg.iters:
-            checkpoint(done_steps)
-        if cfg.preview_every and done_steps % cfg.preview_every == 0:
-            preview(f"step_{done_steps:06d}.png")
+        optimizer_step(optimizer, loss, step, "refine")
+        end_of_step(bar, loss, mode, step + 1, cfg.iters, cfg.checkpoint_every, cfg.preview_every, checkpoint,
+                    lambda n: preview(f"step_{n:06d}.png"))
     bar.close()
     preview("final.png")
     with torch.no_grad():
