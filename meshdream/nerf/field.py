@@ -22,7 +22,7 @@ class FieldConfig:
     blob_scale: float = 10.0
     blob_std: float = 0.5
     density_bias: float = -1.0
-    normal_eps: float = 0.01  # finite-difference step for normals (scene units)
+    normal_eps: float = 0.02  # finite-difference step for normals (scene units): larger = smoother shading
 
 
 class NeRFField(nn.Module):

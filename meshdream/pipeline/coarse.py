@@ -22,6 +22,7 @@ from ..guidance import GuidanceConfig, load_guidance
 from ..guidance.base import check_prompt
 from ..nerf.extract import ExtractConfig, extract_mesh
 from ..nerf.field import FieldConfig, NeRFField, save_field_state
+from ..nerf.hash_grid import HashGridConfig
 from ..nerf.volume_render import OccupancyGrid, orientation_loss, render_cameras, sparsity_loss
 from ..run import RunDir
 from ..training import end_of_step, optimizer_step, progress_bar, ramp, resolve_device, save_strip, shading_for_step
@@ -57,7 +58,7 @@ class CoarseConfig:
     supersample: int = 1  # render at resolution * supersample, then average down
     num_samples: int = 32  # samples per ray
     bound: float = 1.0  # scene cube [-bound, bound]^3
-    lr: float = 0.01
+    lr: float = 0.005
     background: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # solid colour (the embedded prior is trained on white)
     orientation_weight: Tuple[float, float] = (0.0, 10.0)  # linear ramp over the run (steps with normals only)
     sparsity_weight: Tuple[float, float] = (0.0, 0.5)
@@ -67,7 +68,8 @@ class CoarseConfig:
     preview_resolution: int = 48
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
-    nerf: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    # a coarse grid (4 levels up to 32^3) keeps a 32 px prior from carving spikes; GPU presets use 16 levels
+    nerf: FieldConfig = dataclasses.field(default_factory=lambda: FieldConfig(hash_grid=HashGridConfig(levels=4, max_resolution=32)))
     shading: ShadingConfig = field(default_factory=ShadingConfig)
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
