@@ -41,13 +41,22 @@ class OccupancyGrid:
     def __init__(self, resolution: int = 32, bound: float = 1.0, decay: float = 0.9, threshold: float = 0.1):
         self.resolution, self.bound, self.decay, self.threshold = resolution, bound, decay, threshold
         self.density = torch.full((resolution,) * 3, float("inf"))  # unknown = occupied
+        self._mask: torch.Tensor | None = None
 
     def cell_index(self, x: torch.Tensor) -> torch.Tensor:
         u = ((x / self.bound + 1) / 2 * self.resolution).long().clamp(0, self.resolution - 1)
         return (u[..., 0] * self.resolution + u[..., 1]) * self.resolution + u[..., 2]
 
+    def mask(self) -> torch.Tensor:
+        """[R, R, R] bool: cells above the threshold, dilated by one cell, so a cell whose single random
+        probe missed a thin shell next to an occupied neighbour is still rendered (errs towards sampling)."""
+        if self._mask is None:
+            occ = (self.density > self.threshold).float()[None, None]
+            self._mask = torch.nn.functional.max_pool3d(occ, 3, stride=1, padding=1)[0, 0] > 0
+        return self._mask
+
     def occupied(self, x: torch.Tensor) -> torch.Tensor:
-        return self.density.view(-1)[self.cell_index(x)] > self.threshold
+        return self.mask().view(-1)[self.cell_index(x)]
 
     @torch.no_grad()
     def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator | None = None) -> None:
@@ -58,16 +67,18 @@ class OccupancyGrid:
         d = torch.cat([density_fn(chunk) for chunk in pts.split(65536)]).view(R, R, R)
         old = torch.where(torch.isinf(self.density), d, self.density)
         self.density = torch.maximum(old * self.decay, d)
+        self._mask = None
 
     def state_dict(self) -> dict:
         return {"density": self.density.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.density = state["density"].clone()
+        self._mask = None
 
     @property
     def occupied_fraction(self) -> float:
-        return float((self.density > self.threshold).float().mean())
+        return float(self.mask().float().mean())
 
 
 def render_rays(
