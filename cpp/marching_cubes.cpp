@@ -8,18 +8,22 @@
 // The directed segments of the six faces chain into loops, which are triangulated without diagonals
 // between two points of one cube face (a neighbour could draw the same diagonal).
 //
-// Parallel plan (OpenMP over x-planes): pass 1 counts the crossed edges each grid row owns and the
-// triangles each row of cells emits; prefix sums give every row its output range; pass 2 writes
-// the vertices, then each thread walks a contiguous run of slabs holding the edge ids of the slab's two
-// planes and writes triangles straight into place (rows without crossings are skipped). Memory beyond
-// the output: an inside byte per sample and two planes of edge ids per thread.
+// Traversal ("flying edges", Schroeder et al. 2015): grid rows run along z (contiguous). Pass 1 reads
+// every sample once: per row, the z-crossing count and the trim [lo, hi] outside which the row is
+// constant. Pass 2 works only inside the trims: per row, the crossed x- and y-edges it owns and the
+// triangles of the cell row it starts. Prefix sums give each row its vertex and triangle ranges.
+// Pass 3 writes each row's vertices and walks each cell row's trimmed cells with one running vertex
+// counter per edge group, so triangles find their shared vertex ids without any id array or hash.
+// Rows run in parallel (OpenMP over x-slabs) in all passes; memory beyond the output is O(rows).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <array>
 #include <memory>
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -133,44 +137,115 @@ const Table& table() {
     return t;
 }
 
-struct Grid {
-    const float* v;
-    const uint8_t* in;  // 1 where v > level
-    int64_t X, Y, Z;
-    float level;
-    inline int64_t idx(int64_t i, int64_t j, int64_t k) const { return (i * Y + j) * Z + k; }
-};
-
-// Cube index of cell k in the row of cells spanned by sample rows a = (i, j), bx = (i+1, j),
-// by = (i, j+1), bxy = (i+1, j+1): corner bit dx + 2 dy + 4 dz.
-inline int cube_index(const uint8_t* a, const uint8_t* bx, const uint8_t* by, const uint8_t* bxy, int64_t k) {
-    return a[k] | bx[k] << 1 | by[k] << 2 | bxy[k] << 3 | a[k + 1] << 4 | bx[k + 1] << 5 | by[k + 1] << 6 | bxy[k + 1] << 7;
-}
-
-// Edge ids of row (i, j): id[dir * Z + k] for the edge owned by point (i, j, k) along dir, assigned in
-// (dir, k) order from `first`. Writes the ids when `id` is given and the vertices when `pos` is.
-void row_ids(const Grid& g, int64_t i, int64_t j, int64_t first, int32_t* id, float* pos, const double* lo, const double* step) {
-    int64_t next = first;
-    const int64_t base = g.idx(i, j, 0);
-    const int64_t stride[3] = {g.Y * g.Z, g.Z, 1};
-    const int64_t len[3] = {i + 1 < g.X ? g.Z : 0, j + 1 < g.Y ? g.Z : 0, g.Z - 1};
-    for (int dir = 0; dir < 3; ++dir) {
-        const uint8_t* a = g.in + base;
-        const uint8_t* b = a + stride[dir];
-        for (int64_t k = 0; k < len[dir]; ++k) {
-            if (a[k] == b[k]) continue;
-            const int64_t vid = next++;
-            if (id) id[dir * g.Z + k] = (int32_t)vid;
-            if (pos) {
-                const float v0 = g.v[base + k], v1 = g.v[base + k + stride[dir]];
-                double t = (double(g.level) - v0) / (double(v1) - v0);
-                t = std::fmin(std::fmax(t, 1e-6), 1.0 - 1e-6);  // strictly inside the edge: no coincident vertices
-                double p[3] = {double(i), double(j), double(k)};
-                p[dir] += t;
-                for (int c = 0; c < 3; ++c) pos[3 * vid + c] = float(lo[c] + p[c] * step[c]);
+// Per-case lookup for pass 3. Counter slots: 0, 1 = x-edges of rows dy = 0, 1; 2, 3 = y-edges of rows
+// dx = 0, 1; 4 + dx + 2 dy = z-edges of row (dx, dy). Triangle corner t of case c uses vertex
+// counter[slot] + off, off = 1 when the edge is at the cell's far z and its near-z twin is crossed too.
+struct Walk {
+    uint8_t slot[256][15];
+    uint8_t off[256][15];
+    uint8_t inc[256][8];  // crossings at the cell's near z (the counters' advance past this cell)
+    Walk(const Table& T) {
+        auto crosses = [](int c, int e, const Table& T) {
+            const int c0 = T.edge_corner0[e], c1 = c0 | (1 << T.edge_axis[e]);
+            return int((c >> c0 & 1) != (c >> c1 & 1));
+        };
+        auto slot_of = [&](int e) {
+            const int c0 = T.edge_corner0[e], ax = T.edge_axis[e];
+            const int dx = c0 & 1, dy = c0 >> 1 & 1;
+            return ax == 0 ? dy : ax == 1 ? 2 + dx : 4 + dx + 2 * dy;
+        };
+        for (int c = 0; c < 256; ++c) {
+            for (int q = 0; q < 8; ++q) inc[c][q] = 0;
+            for (int e = 0; e < 12; ++e) {
+                const int c0 = T.edge_corner0[e];
+                if (T.edge_axis[e] == 2 || !(c0 & 4)) inc[c][slot_of(e)] = (uint8_t)crosses(c, e, T);
+            }
+            for (int t = 0; t < 3 * T.ntri[c]; ++t) {
+                const int e = T.tri[c][t], c0 = T.edge_corner0[e];
+                slot[c][t] = (uint8_t)slot_of(e);
+                off[c][t] = 0;
+                if (T.edge_axis[e] != 2 && (c0 & 4)) off[c][t] = (uint8_t)inc[c][slot_of(e)];
             }
         }
     }
+};
+
+const Walk& walk() {
+    static const Walk w(table());
+    return w;
+}
+
+struct Rows {
+    const float* v;
+    int64_t X, Y, Z;
+    float level;
+    // per row r = i * Y + j: samples [0, lo] all equal `first`, samples [hi, Z - 1] all equal `last`
+    std::vector<int32_t> lo, hi, nz;
+    std::vector<uint8_t> first, last;
+    const float* row(int64_t r) const { return v + r * Z; }
+    // Samples [ks, ke] of rows rs[0..n) outside which all n rows are constant and equal (empty: ks > ke).
+    void trim(const int64_t* rs, int n, int64_t& ks, int64_t& ke) const {
+        int64_t L = lo[rs[0]], H = hi[rs[0]];
+        bool fe = true, le = true;
+        for (int a = 1; a < n; ++a) {
+            L = std::min<int64_t>(L, lo[rs[a]]);
+            H = std::max<int64_t>(H, hi[rs[a]]);
+            fe &= first[rs[a]] == first[rs[0]];
+            le &= last[rs[a]] == last[rs[0]];
+        }
+        ks = fe ? L : 0;
+        ke = le ? H : Z - 1;
+    }
+};
+
+inline void bits(const float* p, float level, int64_t ks, int64_t ke, uint8_t* out) {
+    for (int64_t k = ks; k <= ke; ++k) out[k - ks] = p[k] > level;
+}
+
+// Cube cases of cells ks..ke-1 from the inside bytes of rows (i,j), (i+1,j), (i,j+1), (i+1,j+1).
+inline void cases(const uint8_t* a, const uint8_t* bx, const uint8_t* by, const uint8_t* bxy, int64_t n, uint8_t* c) {
+    for (int64_t k = 0; k < n; ++k)
+        c[k] = uint8_t(a[k] | bx[k] << 1 | by[k] << 2 | bxy[k] << 3 | a[k + 1] << 4 | bx[k + 1] << 5 | by[k + 1] << 6 | bxy[k + 1] << 7);
+}
+
+// Next cell index >= k whose case is neither 0 nor 255 (skips 8 uniform cells per step).
+inline int64_t next_active(const uint8_t* c, int64_t k, int64_t n) {
+    while (k + 8 <= n) {
+        uint64_t w;
+        std::memcpy(&w, c + k, 8);
+        if (w != 0 && w != ~uint64_t(0)) break;
+        k += 8;
+    }
+    while (k < n && (c[k] == 0 || c[k] == 255)) ++k;
+    return k;
+}
+
+struct Scratch {
+    std::vector<uint8_t> b[4], c;
+    explicit Scratch(int64_t Z) : c((size_t)Z) { for (auto& x : b) x.resize((size_t)Z); }
+};
+
+// Crossed edges between rows ra and rb (same k), counted or written as vertices from `next`.
+inline int64_t pair_edges(const Rows& g, int64_t ra, int64_t rb, int64_t next, float* pos, const double* p0, int dir, const double* lo, const double* step) {
+    int64_t rs[2] = {ra, rb}, ks, ke;
+    g.trim(rs, 2, ks, ke);
+    const float* pa = g.row(ra);
+    const float* pb = g.row(rb);
+    if (!pos) {
+        int64_t n = 0;
+        for (int64_t k = ks; k <= ke; ++k) n += (pa[k] > g.level) != (pb[k] > g.level);
+        return n;
+    }
+    for (int64_t k = ks; k <= ke; ++k) {
+        if ((pa[k] > g.level) == (pb[k] > g.level)) continue;
+        double t = (double(g.level) - pa[k]) / (double(pb[k]) - pa[k]);
+        t = std::fmin(std::fmax(t, 1e-6), 1.0 - 1e-6);  // strictly inside the edge: no coincident vertices
+        double p[3] = {p0[0], p0[1], double(k)};
+        p[dir] += t;
+        for (int c = 0; c < 3; ++c) pos[3 * next + c] = float(lo[c] + p[c] * step[c]);
+        ++next;
+    }
+    return next;
 }
 
 py::tuple marching_cubes(py::array_t<float, py::array::c_style | py::array::forcecast> volume, float level,
@@ -180,102 +255,128 @@ py::tuple marching_cubes(py::array_t<float, py::array::c_style | py::array::forc
     if (X < 2 || Y < 2 || Z < 2) throw std::invalid_argument("volume must have at least 2 samples per axis");
     if (!std::isfinite(level)) throw std::invalid_argument("level must be finite");
     const Table& T = table();
+    const Walk& W = walk();
     const double step[3] = {(hi[0] - lo[0]) / double(X - 1), (hi[1] - lo[1]) / double(Y - 1), (hi[2] - lo[2]) / double(Z - 1)};
-    const float* v = volume.data();
-    const int64_t N = X * Y * Z;
-    std::unique_ptr<uint8_t[]> inside(new uint8_t[(size_t)N]);  // no zero-fill: every byte is written
+    const int64_t R = X * Y;
+    Rows g;
+    g.v = volume.data();
+    g.X = X;
+    g.Y = Y;
+    g.Z = Z;
+    g.level = level;
+    g.lo.resize((size_t)R);
+    g.hi.resize((size_t)R);
+    g.nz.resize((size_t)R);
+    g.first.resize((size_t)R);
+    g.last.resize((size_t)R);
     // per-row counts, then exclusive prefix sums = each row's first vertex / triangle
-    std::vector<int64_t> row_verts((size_t)X * Y + 1, 0), row_tris((size_t)(X - 1) * (Y - 1) + 1, 0);
-    Grid g{v, inside.get(), X, Y, Z, level};
+    std::vector<int64_t> nx((size_t)R), ny((size_t)R), vstart((size_t)R + 1, 0), tstart((size_t)R + 1, 0);
     int bad = 0;
     {
         py::gil_scoped_release release;
+        // pass 1: the only full read of the volume
 #pragma omp parallel for schedule(static) reduction(| : bad)
         for (int64_t i = 0; i < X; ++i) {
-            const float* src = v + i * Y * Z;
-            const uint32_t* raw = reinterpret_cast<const uint32_t*>(src);
-            uint8_t* dst = inside.get() + i * Y * Z;
             uint32_t nonfinite = 0;
-            for (int64_t p = 0; p < Y * Z; ++p) {  // vectorises: an exponent of all ones is inf or NaN
-                nonfinite |= uint32_t((raw[p] & 0x7f800000u) == 0x7f800000u);
-                dst[p] = src[p] > level;
+            for (int64_t r = i * Y; r < (i + 1) * Y; ++r) {
+                const float* p = g.row(r);
+                const uint32_t* raw = reinterpret_cast<const uint32_t*>(p);
+                uint32_t n = 0;
+                for (int64_t k = 0; k < Z; ++k) nonfinite |= uint32_t((raw[k] & 0x7f800000u) == 0x7f800000u);  // inf or NaN
+                for (int64_t k = 0; k + 1 < Z; ++k) n += uint32_t((p[k] > level) != (p[k + 1] > level));
+                g.nz[r] = (int32_t)n;
+                g.first[r] = p[0] > level;
+                g.last[r] = p[Z - 1] > level;
+                if (n == 0) { g.lo[r] = int32_t(Z - 1); g.hi[r] = 0; continue; }
+                int64_t a = 0, b = Z - 1;
+                while ((p[a] > level) == (p[a + 1] > level)) ++a;
+                while ((p[b] > level) == (p[b - 1] > level)) --b;
+                g.lo[r] = (int32_t)a;
+                g.hi[r] = (int32_t)b;
             }
-            bad |= int(nonfinite);
+            bad |= int(nonfinite != 0);
         }
+        // pass 2: counts inside the trims
         if (!bad) {
-#pragma omp parallel for schedule(dynamic, 2)
-            for (int64_t i = 0; i < X; ++i) {
-                const bool xi = i + 1 < X;
-                for (int64_t j = 0; j < Y; ++j) {
-                    const uint8_t* a = g.in + g.idx(i, j, 0);  // row (i, j)
-                    const uint8_t* bx = xi ? a + Y * Z : a;     // row (i + 1, j)
-                    const uint8_t* by = j + 1 < Y ? a + Z : a;  // row (i, j + 1)
-                    uint32_t count = 0;  // simple byte loops so they vectorise
-                    for (int64_t k = 0; k < Z; ++k) count += uint32_t(a[k] ^ bx[k]) + uint32_t(a[k] ^ by[k]);
-                    for (int64_t k = 0; k + 1 < Z; ++k) count += uint32_t(a[k] ^ a[k + 1]);
-                    row_verts[i * Y + j + 1] = count;
-                    if (!xi || j + 1 >= Y) continue;
-                    const uint8_t* bxy = bx + Z;  // row (i + 1, j + 1)
-                    uint32_t differ = 0;
-                    for (int64_t k = 0; k < Z; ++k) differ |= uint32_t((a[k] ^ a[0]) | (bx[k] ^ a[0]) | (by[k] ^ a[0]) | (bxy[k] ^ a[0]));
-                    if (!differ) continue;  // all four rows inside or all outside: no triangles
-                    int64_t tris = 0;
-                    for (int64_t k = 0; k + 1 < Z; ++k) tris += T.ntri[cube_index(a, bx, by, bxy, k)];
-                    row_tris[i * (Y - 1) + j + 1] = tris;
+#pragma omp parallel
+            {
+                Scratch s(Z);
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t i = 0; i < X; ++i) {
+                    for (int64_t j = 0; j < Y; ++j) {
+                        const int64_t r = i * Y + j;
+                        nx[r] = i + 1 < X ? pair_edges(g, r, r + Y, 0, nullptr, nullptr, 0, nullptr, nullptr) : 0;
+                        ny[r] = j + 1 < Y ? pair_edges(g, r, r + 1, 0, nullptr, nullptr, 1, nullptr, nullptr) : 0;
+                        vstart[r + 1] = nx[r] + ny[r] + g.nz[r];
+                        if (i + 1 >= X || j + 1 >= Y) continue;
+                        const int64_t rs[4] = {r, r + Y, r + 1, r + Y + 1};
+                        int64_t ks, ke;
+                        g.trim(rs, 4, ks, ke);
+                        if (ks >= ke) continue;
+                        for (int a = 0; a < 4; ++a) bits(g.row(rs[a]), level, ks, ke, s.b[a].data());
+                        const int64_t n = ke - ks;
+                        cases(s.b[0].data(), s.b[1].data(), s.b[2].data(), s.b[3].data(), n, s.c.data());
+                        int64_t tris = 0;
+                        for (int64_t k = next_active(s.c.data(), 0, n); k < n; k = next_active(s.c.data(), k + 1, n)) tris += T.ntri[s.c[k]];
+                        tstart[r + 1] = tris;
+                    }
                 }
             }
         }
     }
     if (bad) throw std::invalid_argument("volume contains NaN or infinite values");
-    for (size_t r = 1; r < row_verts.size(); ++r) row_verts[r] += row_verts[r - 1];
-    for (size_t r = 1; r < row_tris.size(); ++r) row_tris[r] += row_tris[r - 1];
-    const int64_t V = row_verts.back(), F = row_tris.back();
-    if (V > INT32_MAX) throw std::length_error("too many vertices");
+    for (int64_t r = 0; r < R; ++r) {
+        vstart[r + 1] += vstart[r];
+        tstart[r + 1] += tstart[r];
+    }
+    const int64_t V = vstart[R], F = tstart[R];
     py::array_t<float> verts({V, (int64_t)3});
     py::array_t<int64_t> faces({F, (int64_t)3});
     float* vp = verts.mutable_data();
     int64_t* fp = faces.mutable_data();
     {
         py::gil_scoped_release release;
-#pragma omp parallel for schedule(dynamic, 4)
-        for (int64_t r = 0; r < X * Y; ++r)  // vertices: each row writes its own range
-            if (row_verts[r + 1] > row_verts[r]) row_ids(g, r / Y, r % Y, row_verts[r], nullptr, vp, lo.data(), step);
+        // pass 3: vertices (x-, y-, then z-edges of each row, in k order) and triangles
 #pragma omp parallel
         {
-            // edge ids of the two planes bounding the current slab; contiguous slabs per thread, so the
-            // far plane of slab i is the near plane of slab i + 1
-            std::vector<int32_t> near_ids((size_t)3 * Y * Z), far_ids((size_t)3 * Y * Z);
-            auto fill_plane = [&](int64_t i, int32_t* ids) {
+            Scratch s(Z);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t i = 0; i < X; ++i) {
                 for (int64_t j = 0; j < Y; ++j) {
                     const int64_t r = i * Y + j;
-                    if (row_verts[r + 1] > row_verts[r]) row_ids(g, i, j, row_verts[r], ids + (size_t)j * 3 * Z, nullptr, lo.data(), step);
-                }
-            };
-            int64_t filled = -1;  // plane held in near_ids
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < X - 1; ++i) {
-                if (row_tris[(i + 1) * (Y - 1)] == row_tris[i * (Y - 1)]) continue;  // slab without triangles
-                if (filled != i) fill_plane(i, near_ids.data());
-                fill_plane(i + 1, far_ids.data());
-                for (int64_t j = 0; j + 1 < Y; ++j) {
-                    const int64_t r = i * (Y - 1) + j;
-                    if (row_tris[r + 1] == row_tris[r]) continue;
-                    const uint8_t* a = g.in + g.idx(i, j, 0);
-                    int64_t out = row_tris[r];
-                    for (int64_t k = 0; k + 1 < Z; ++k) {
-                        const int c = cube_index(a, a + Y * Z, a + Z, a + Y * Z + Z, k);
-                        const int n = T.ntri[c];
-                        for (int t = 0; t < 3 * n; ++t) {
-                            const int e = T.tri[c][t];
-                            const int c0 = T.edge_corner0[e], dir = T.edge_axis[e];
-                            const int32_t* ids = (c0 & 1) ? far_ids.data() : near_ids.data();
-                            fp[3 * out + t] = ids[(size_t)(j + (c0 >> 1 & 1)) * 3 * Z + dir * Z + k + (c0 >> 2 & 1)];
+                    if (vstart[r + 1] > vstart[r]) {
+                        const double p0[3] = {double(i), double(j), 0.0};
+                        int64_t next = vstart[r];
+                        if (nx[r]) next = pair_edges(g, r, r + Y, next, vp, p0, 0, lo.data(), step);
+                        if (ny[r]) next = pair_edges(g, r, r + 1, next, vp, p0, 1, lo.data(), step);
+                        const float* p = g.row(r);
+                        for (int64_t k = g.lo[r]; k < g.hi[r]; ++k) {
+                            if ((p[k] > level) == (p[k + 1] > level)) continue;
+                            double t = (double(level) - p[k]) / (double(p[k + 1]) - p[k]);
+                            t = std::fmin(std::fmax(t, 1e-6), 1.0 - 1e-6);
+                            const double q[3] = {double(i), double(j), double(k) + t};
+                            for (int c = 0; c < 3; ++c) vp[3 * next + c] = float(lo[c] + q[c] * step[c]);
+                            ++next;
                         }
-                        out += n;
+                    }
+                    if (tstart[r + 1] == tstart[r]) continue;
+                    const int64_t rs[4] = {r, r + Y, r + 1, r + Y + 1};  // corner rows (dx, dy) = bit dx + 2 dy
+                    int64_t ks, ke;
+                    g.trim(rs, 4, ks, ke);
+                    for (int a = 0; a < 4; ++a) bits(g.row(rs[a]), level, ks, ke, s.b[a].data());
+                    const int64_t n = ke - ks;
+                    cases(s.b[0].data(), s.b[1].data(), s.b[2].data(), s.b[3].data(), n, s.c.data());
+                    // no crossings before cell ks (all four rows agree there), so counters start at the groups' first ids
+                    int64_t cnt[8] = {vstart[r], vstart[r + 1], vstart[r] + nx[r], vstart[r + Y] + nx[r + Y], 0, 0, 0, 0};
+                    for (int q = 0; q < 4; ++q) cnt[4 + q] = vstart[rs[q]] + nx[rs[q]] + ny[rs[q]];
+                    int64_t out = 3 * tstart[r];
+                    for (int64_t k = next_active(s.c.data(), 0, n); k < n; k = next_active(s.c.data(), k + 1, n)) {
+                        const int c = s.c[k];
+                        for (int t = 0; t < 3 * T.ntri[c]; ++t) fp[out + t] = cnt[W.slot[c][t]] + W.off[c][t];
+                        out += 3 * T.ntri[c];
+                        for (int q = 0; q < 8; ++q) cnt[q] += W.inc[c][q];
                     }
                 }
-                std::swap(near_ids, far_ids);
-                filled = i + 1;
             }
         }
     }

@@ -42,3 +42,28 @@ def test_duplicate_vertices_and_degenerate_faces_go():
 def test_empty_mesh_passes_through():
     v, f, c = clean_mesh(np.zeros((0, 3)), np.zeros((0, 3), int))
     assert v.shape == (0, 3) and f.shape == (0, 3) and c is None
+
+
+def test_small_diameter_components_go():
+    big = trimesh.creation.icosphere(subdivisions=2, radius=1.0)
+    small = trimesh.creation.icosphere(subdivisions=4, radius=0.05)  # more faces than the big one, but tiny
+    small.apply_translation([3.0, 0, 0])
+    both = trimesh.util.concatenate([big, small])
+    v, f, _ = clean_mesh(both.vertices, both.faces, min_component_fraction=0)
+    assert len(trimesh.Trimesh(v, f, process=False).split(only_watertight=False)) == 2
+    v, f, _ = clean_mesh(both.vertices, both.faces, min_component_fraction=0, min_component_diameter=0.1)
+    parts = trimesh.Trimesh(v, f, process=False).split(only_watertight=False)
+    assert len(parts) == 1 and len(f) == len(big.faces)
+
+
+def test_bad_input_names_the_value():
+    import pytest
+
+    from meshdream.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=r"\[V, 3\]"):
+        clean_mesh(np.zeros((4, 2)), np.zeros((1, 3), int))
+    with pytest.raises(UserInputError, match="only 3 vertices"):
+        clean_mesh(np.zeros((3, 3)), np.array([[0, 1, 5]]))
+    with pytest.raises(UserInputError, match="colors"):
+        clean_mesh(np.zeros((3, 3)), np.array([[0, 1, 2]]), np.zeros((2, 3)))

@@ -157,6 +157,10 @@ def test_property_random_fields_closed_and_oriented(seed, sigma, level):
     # every vertex lies on a grid edge: exactly two of its coordinates are integers
     frac = np.abs(v - np.round(v)) < 1e-4
     assert (frac.sum(1) >= 2).all()
+    # exactly one vertex per crossed edge, at the linear interpolation of the level on that edge
+    assert len(v) == crossed_edges(g, level)
+    assert len(np.unique(v, axis=0)) == len(v)
+    assert on_interpolated_edge(v, g, level).all()
 
 
 @settings(max_examples=20, deadline=None)
@@ -169,3 +173,104 @@ def test_property_bounds_are_affine(scale, shift, seed):
     v1, f1 = marching_cubes(g, 0.0, bounds=(lo, hi))
     assert np.array_equal(f0, f1)
     np.testing.assert_allclose(v1, lo + scale * v0, rtol=1e-5, atol=1e-4 * max(1, scale))
+
+
+def crossed_edges(field, level=0.0):
+    inside = field > level
+    return sum(int((np.diff(inside.astype(np.int8), axis=a) != 0).sum()) for a in range(3))
+
+
+def on_interpolated_edge(v, g, level):
+    """[V] bool: vertex (index space) lies on a grid edge whose ends straddle the level, at the linearly
+    interpolated point (t clamped to [1e-6, 1 - 1e-6] as the kernel does)."""
+    ok = np.zeros(len(v), bool)
+    shape = np.array(g.shape)
+    for a in range(3):
+        others = [b for b in range(3) if b != a]
+        on_line = (np.abs(v[:, others] - np.round(v[:, others])) < 1e-4).all(1)
+        for shift in (0, 1):  # float32 may round a t ~ 1 vertex onto the next sample
+            base = np.round(v).astype(int)
+            base[:, a] = np.clip(np.floor(v[:, a]).astype(int) - shift, 0, shape[a] - 2)
+            tip = base.copy()
+            tip[:, a] += 1
+            g0, g1 = g[tuple(base.T)], g[tuple(tip.T)]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.clip((level - g0) / (g1 - g0), 1e-6, 1 - 1e-6)
+            ok |= on_line & ((g0 > level) != (g1 > level)) & (np.abs(v[:, a] - base[:, a] - t) < 1e-4)
+    return ok
+
+
+def tile_blocks(blocks, pad=2):
+    """Blocks [N, a, b, c] side by side along x, each surrounded by `pad` outside samples (-1)."""
+    n, a, b, c = blocks.shape
+    out = np.full((n * (a + pad) + pad, b + 2 * pad, c + 2 * pad), -1.0)
+    for q in range(n):
+        x0 = pad + q * (a + pad)
+        out[x0:x0 + a, pad:pad + b, pad:pad + c] = blocks[q]
+    return out
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_every_pair_of_neighbouring_cells_is_closed(axis):
+    """All 4096 sign patterns of two cells sharing a face (normal to `axis`), each padded with outside
+    samples: the table must triangulate the shared face identically from both sides or a hole appears."""
+    rng = np.random.default_rng(axis)
+    codes = np.arange(4096)
+    signs = ((codes[:, None] >> np.arange(12)) & 1).reshape(4096, 3, 2, 2) * 2.0 - 1.0
+    blocks = np.moveaxis(signs * rng.uniform(0.05, 1.0, signs.shape), 1, 1 + axis)
+    field = tile_blocks(np.ascontiguousarray(blocks))
+    v, f = marching_cubes(field, 0.0)
+    assert len(v) == crossed_edges(field)
+    assert_edge_manifold(f)
+    assert mesh(v, f).volume > 0
+
+
+def test_all_256_cases_closed_and_outward():
+    codes = np.arange(256)
+    signs = ((codes[:, None] >> np.arange(8)) & 1).reshape(256, 2, 2, 2) * 2.0 - 1.0  # corner bits (x, y, z) little-endian
+    signs = signs.transpose(0, 3, 2, 1)  # bit dx + 2 dy + 4 dz -> [x, y, z]
+    field = tile_blocks(signs * np.random.default_rng(0).uniform(0.05, 1.0, signs.shape))
+    v, f = marching_cubes(field, 0.0)
+    assert_edge_manifold(f)
+    parts = mesh(v, f).split(only_watertight=False)
+    assert all(p.volume > 0 for p in parts)  # every closed piece is outward
+
+
+def test_values_equal_to_level_and_plateaus():
+    """Samples exactly at the level count as outside; no zero-length edges or coincident vertices appear."""
+    rng = np.random.default_rng(3)
+    g = rng.integers(-1, 2, size=(12, 13, 11)).astype(np.float64)
+    g[0] = g[-1] = g[:, 0] = g[:, -1] = g[:, :, 0] = g[:, :, -1] = 0.0
+    v, f = marching_cubes(g, 0.0)
+    assert len(v) == crossed_edges(g)
+    assert_edge_manifold(f)
+    assert len(np.unique(v, axis=0)) == len(v)
+    assert on_interpolated_edge(v, g, 0.0).all()
+    assert mesh(v, f).volume > 0
+
+
+def test_surfaces_parallel_to_rows_and_open_surfaces():
+    """A capped cylinder along z (rows that are uniform but differ from their neighbours) is closed;
+    a plane crossing the grid is an open sheet whose interior edges are shared by two faces."""
+    X, Y, Z = grid(40)
+    cyl = np.minimum(0.5 - np.sqrt(X ** 2 + Y ** 2), 0.8 - np.abs(Z))
+    v, f = marching_cubes(cyl, 0.0, bounds=BOUNDS)
+    assert_edge_manifold(f)
+    m = mesh(v, f)
+    assert abs(m.volume - np.pi * 0.25 * 1.6) / (np.pi * 0.25 * 1.6) < 0.02
+    for plane in (X - 0.1, Y + 0.3, Z - 0.05, X + Y + Z):
+        v, f = marching_cubes(plane, 0.0, bounds=BOUNDS)
+        e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+        _, counts = np.unique(e, axis=0, return_counts=True)
+        assert counts.max() == 2 and len(v) == crossed_edges(plane)
+
+
+def test_matches_skimage_on_gyroid():
+    X, Y, Z = grid(64)
+    g = np.sin(6 * X) * np.cos(6 * Y) + np.sin(6 * Y) * np.cos(6 * Z) + np.sin(6 * Z) * np.cos(6 * X)
+    g = np.minimum(g, 0.9 - np.maximum(np.maximum(np.abs(X), np.abs(Y)), np.abs(Z)))  # closed inside the grid
+    v, f = marching_cubes(g, 0.0)
+    m, ref = mesh(v, f), sk_mesh(g, 0.0)
+    assert_edge_manifold(f)
+    assert abs(m.area - ref.area) / ref.area < 0.01
+    assert abs(m.volume - abs(ref.volume)) / abs(ref.volume) < 0.01

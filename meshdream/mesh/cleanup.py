@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UserInputError
+
 
 def clean_mesh(
     vertices: np.ndarray,
@@ -10,6 +12,7 @@ def clean_mesh(
     colors: np.ndarray | None = None,
     *,
     min_component_fraction: float = 0.05,
+    min_component_diameter: float = 0.0,
     merge_distance: float | None = None,
     target_faces: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -17,7 +20,8 @@ def clean_mesh(
 
     vertices [V, 3], faces [F, 3], colors optional [V, 3] in [0, 1].
     - drops connected components with fewer than ``min_component_fraction`` of the largest one's faces
-      (floaters of the NeRF),
+      (floaters of the NeRF), and, when ``min_component_diameter`` > 0, components whose bounding-box
+      diagonal is below that fraction of the whole mesh's,
     - merges vertices closer than ``merge_distance`` (default: 1e-4 of the bounding-box diagonal),
     - removes duplicate and zero-area faces and unreferenced vertices,
     - decimates to about ``target_faces`` faces by quadric edge collapse (keeping the topology).
@@ -26,7 +30,19 @@ def clean_mesh(
     import pymeshlab
 
     vertices = np.asarray(vertices, dtype=np.float64)
-    faces = np.asarray(faces, dtype=np.int32)
+    faces = np.asarray(faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise UserInputError(f"vertices must have shape [V, 3], got {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or (faces.size and not np.issubdtype(faces.dtype, np.integer)):
+        raise UserInputError(f"faces must be integer vertex indices of shape [F, 3], got {faces.dtype} {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise UserInputError(f"faces index vertices {faces.min()}..{faces.max()}, but there are only {len(vertices)} vertices")
+    if colors is not None and np.shape(colors) != (len(vertices), 3):
+        raise UserInputError(f"colors must have shape [V, 3] = {(len(vertices), 3)}, got {np.shape(colors)}")
+    if not 0 <= min_component_fraction <= 1 or not 0 <= min_component_diameter <= 1:
+        raise UserInputError(f"min_component_fraction ({min_component_fraction}) and min_component_diameter "
+                             f"({min_component_diameter}) must be in [0, 1]")
+    faces = faces.astype(np.int32)
     if len(faces) == 0:
         return vertices.astype(np.float32), faces.astype(np.int64).reshape(0, 3), None if colors is None else np.asarray(colors, np.float32)
     kwargs = {}
@@ -43,6 +59,9 @@ def clean_mesh(
         sizes = _component_sizes(ms.current_mesh().face_matrix())
         if len(sizes) > 1:
             ms.meshing_remove_connected_component_by_face_number(mincomponentsize=max(1, int(min_component_fraction * max(sizes))))
+    if min_component_diameter > 0:
+        ms.meshing_remove_connected_component_by_diameter(mincomponentdiag=pymeshlab.PercentageValue(100.0 * min_component_diameter),
+                                                          removeunref=True)
     ms.meshing_remove_unreferenced_vertices()
     if target_faces is not None and ms.current_mesh().face_number() > target_faces:
         ms.meshing_decimation_quadric_edge_collapse(targetfacenum=int(target_faces), preservenormal=True, preservetopology=True,
