@@ -114,7 +114,10 @@ def train(cfg: PriorTrainConfig, log=print) -> None:
 
 
 def export(cfg: PriorTrainConfig, unet, text_encoder, tokenizer, scheduler, step: int, losses: list[float]) -> None:
-    """Write the EMA weights as the shipped prior, keeping any evaluation already recorded."""
+    """Write the EMA weights as the shipped prior, keeping the recommended settings.
+
+    Any evaluation table (and samples.png) belongs to the weights it measured: the table is dropped
+    here, so rerun scripts/prior_eval.py after the final export."""
     meta = default_meta(cfg.resolution)
     meta_path = os.path.join(cfg.export, "meshdream_prior.json")
     if os.path.exists(meta_path):
