@@ -50,6 +50,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         pass
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> None:
+    """Delete half-written ``.NAME.*.tmp`` files a killed process left in ``folder`` (the files they were
+    meant to replace are intact)."""
+    from pathlib import Path
+
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

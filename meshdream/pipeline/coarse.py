@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import torch
 
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
-from ..checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..checkpoint import remove_stale_temporaries, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..config import from_dict, load_config, merge, save_config, to_dict
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
@@ -126,6 +126,7 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
     dev = resolve_device(device)
     stage.mkdir(parents=True, exist_ok=True)
     (stage / "previews").mkdir(exist_ok=True)
+    remove_stale_temporaries(stage)  # left by a killed run
 
     guide = load_guidance(cfg.guidance, dev)
     embeddings = guide.encode_prompt(prompt, negative_prompt)

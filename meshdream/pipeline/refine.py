@@ -20,7 +20,7 @@ import torch
 from .. import raster as dr
 from ..bake import bake_texture, bake_vertex_colours
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
-from ..checkpoint import atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..checkpoint import remove_stale_temporaries, atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..config import from_dict, merge, save_config, to_dict
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
@@ -167,6 +167,7 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
     ctx = dr.get_context(dev)
     stage.mkdir(parents=True, exist_ok=True)
     (stage / "previews").mkdir(exist_ok=True)
+    remove_stale_temporaries(stage)  # left by a killed run
 
     guide = load_guidance(cfg.guidance, dev)
     embeddings = guide.encode_prompt(info["prompt"], info.get("negative_prompt") or None)
