@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from meshdream.prior.evaluate import evaluate, markdown_table, train_classifier  # noqa: E402
+from meshdream.prior.evaluate import SAMPLERS, evaluate, markdown_table, train_classifier  # noqa: E402
 from meshdream.prior.primitives import COLOURS, SHAPES  # noqa: E402
 
 
@@ -21,18 +21,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", default="meshdream/guidance/embedded_prior")
     ap.add_argument("--data", default="data/prior")
-    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=8, help="samples per shape x colour prompt")
     ap.add_argument("--guidance-scale", type=float, default=3.0)
+    ap.add_argument("--steps", type=int, default=100, help="sampling steps")
+    ap.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ancestral DDPM (default) or deterministic DDIM")
+    ap.add_argument("--no-save", action="store_true", help="print the table only; leave the prior folder untouched")
     args = ap.parse_args()
     clf, clf_acc = train_classifier(os.path.join(args.data, "heldout_a.npz"), os.path.join(args.data, "heldout_b.npz"))
-    table, images = evaluate(args.prior, clf, args.samples, args.guidance_scale)
+    table, images = evaluate(args.prior, clf, args.samples, args.guidance_scale, steps=args.steps, sampler=args.sampler)
     md = markdown_table(table)
     print(md)
+    if args.no_save:
+        return
     meta_path = os.path.join(args.prior, "meshdream_prior.json")
     meta = json.load(open(meta_path))
     meta["evaluation"] = {
         "classifier_heldout_accuracy": clf_acc,
         "samples_per_prompt": args.samples, "guidance_scale": args.guidance_scale,
+        "sampler": args.sampler, "sampling_steps": args.steps,
         "shape_accuracy": float(np.mean([v[0] for v in table.values()])),
         "colour_accuracy": float(np.mean([v[1] for v in table.values()])),
         "table": {k: {"shape": v[0], "colour": v[1]} for k, v in table.items()},

@@ -60,3 +60,18 @@ def test_shipped_prior_is_small_and_described():
     assert size < 25 * 2 ** 20
     meta = json.loads((folder / "meshdream_prior.json").read_text())
     assert meta["resolution"] == 32 and set(SHAPES) <= set(meta["vocabulary"]) and meta["training"]["steps"] > 0
+
+
+def test_prior_sampling_is_seeded_and_in_range(tiny_prior):
+    import pytest
+
+    from meshdream.prior.evaluate import sample_prior
+
+    prompts = ["a red cube, side view", "a blue sphere, front view"]
+    a = sample_prior(tiny_prior, prompts, steps=3, seed=1)
+    R = json.load(open(f"{tiny_prior}/unet/config.json"))["sample_size"]
+    assert a.shape == (2, 3, R, R) and torch.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, sample_prior(tiny_prior, prompts, steps=3, seed=1))
+    assert not torch.equal(a, sample_prior(tiny_prior, prompts, steps=3, seed=1, sampler="ddim"))
+    with pytest.raises(ValueError, match="'euler' is not one of ddpm, ddim"):
+        sample_prior(tiny_prior, prompts, steps=3, sampler="euler")

@@ -56,16 +56,28 @@ def train_classifier(train_path: str, check_path: str, epochs: int = 15, log=pri
     return model.eval(), acc
 
 
+SAMPLERS = ("ddpm", "ddim")
+
+
 @torch.no_grad()
-def sample_prior(folder: str, prompts: list[str], guidance_scale: float = 3.0, steps: int = 30, seed: int = 0) -> torch.Tensor:
-    """Images [N, 3, R, R] in [0, 1] by classifier-free-guided DDIM sampling of the prior folder."""
-    from diffusers import DDIMScheduler, UNet2DConditionModel
+def sample_prior(folder: str, prompts: list[str], guidance_scale: float = 3.0, steps: int = 100, seed: int = 0,
+                 sampler: str = "ddpm") -> torch.Tensor:
+    """Images [N, 3, R, R] in [0, 1], classifier-free-guided samples of the prior folder.
+
+    ``sampler="ddpm"`` is ancestral sampling with the folder's own DDPMScheduler (strided to ``steps``);
+    it is the default because the fresh noise of each step corrects the small model's errors at
+    large t. Deterministic DDIM from the same model piles those errors up (frame-filling blobs at
+    30-100 steps); it is kept to measure exactly that.
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
     tok = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
     text = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval()
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval()
-    sched = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    sched = (DDPMScheduler if sampler == "ddpm" else DDIMScheduler).from_pretrained(folder, subfolder="scheduler")
     sched.set_timesteps(steps)
 
     def embed(texts):
@@ -76,14 +88,16 @@ def sample_prior(folder: str, prompts: list[str], guidance_scale: float = 3.0, s
     R = unet.config.sample_size
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(len(prompts), 3, R, R, generator=g)
+    extra = {"generator": g} if sampler == "ddpm" else {}
     for t in sched.timesteps:
         eps = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
         eu, ec = eps.chunk(2)
-        x = sched.step(eu + guidance_scale * (ec - eu), t, x).prev_sample
+        x = sched.step(eu + guidance_scale * (ec - eu), t, x, **extra).prev_sample
     return ((x + 1) / 2).clamp(0, 1)
 
 
-def evaluate(folder: str, classifier: Classifier, samples_per_prompt: int = 4, guidance_scale: float = 3.0, seed: int = 0):
+def evaluate(folder: str, classifier: Classifier, samples_per_prompt: int = 8, guidance_scale: float = 3.0, seed: int = 0,
+             steps: int = 100, sampler: str = "ddpm"):
     """Accuracy table {(shape, colour): (shape_acc, colour_acc)} and the sample grid [S*C rows]."""
     from .primitives import caption
 
@@ -95,7 +109,7 @@ def evaluate(folder: str, classifier: Classifier, samples_per_prompt: int = 4, g
                 az, el = views[k % len(views)]
                 prompts.append(caption(colour, shape, az, el))
                 labels.append((si, ci))
-    images = torch.cat([sample_prior(folder, prompts[i:i + 120], guidance_scale, seed=seed + i) for i in range(0, len(prompts), 120)])
+    images = torch.cat([sample_prior(folder, prompts[i:i + 120], guidance_scale, steps, seed + i, sampler) for i in range(0, len(prompts), 120)])
     with torch.no_grad():
         ps, pc = classifier(images)
     ps, pc = ps.argmax(1), pc.argmax(1)

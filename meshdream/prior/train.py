@@ -99,7 +99,7 @@ def train(cfg: PriorTrainConfig, log=print) -> None:
                 for pe, pl in zip(ema.parameters(), live.parameters()):
                     pe.lerp_(pl, 1 - d)
         step += 1
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 25 == 0:
             recent = sum(losses[-100:]) / len(losses[-100:])
             log(f"step {step}/{cfg.steps} loss {recent:.4f} lr {_lr(step, cfg):.2e} {(time.time() - t_start) / 25:.2f}s/step")
