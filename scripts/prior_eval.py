@@ -3,7 +3,10 @@
 
     python scripts/prior_eval.py [--prior meshdream/guidance/embedded_prior] [--data data/prior]
 Trains a small classifier on held-out renders, samples every shape x colour prompt from the prior,
-prints the accuracy table, and stores it (and a sample grid) in the prior folder.
+prints the accuracy table, and stores it (and a sample grid) in the prior folder. It also measures
+how an SDS step with the prior's recommended settings moves the white background of held-out renders
+(sds_background_drift): positive values mean SDS paints the background, and the coarse stage fills
+the frame.
 """
 import argparse
 import json
@@ -13,7 +16,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from meshdream.prior.evaluate import SAMPLERS, evaluate, markdown_table, train_classifier  # noqa: E402
+from meshdream.prior.evaluate import SAMPLERS, evaluate, markdown_table, sds_background_drift, train_classifier  # noqa: E402
 from meshdream.prior.primitives import COLOURS, SHAPES  # noqa: E402
 
 
@@ -31,6 +34,9 @@ def main():
     table, images = evaluate(args.prior, clf, args.samples, args.guidance_scale, steps=args.steps, sampler=args.sampler)
     md = markdown_table(table)
     print(md)
+    drift = sds_background_drift(args.prior, os.path.join(args.data, "heldout_b.npz"))
+    print("SDS step toward the prompt colour (recommended CFG), background / object pixels:")
+    print("  " + " | ".join(f"t={f:.1f}T: {bg:+.3f} / {fg:+.3f}" for f, (bg, fg) in drift.items()))
     if args.no_save:
         return
     meta_path = os.path.join(args.prior, "meshdream_prior.json")
@@ -42,6 +48,7 @@ def main():
         "shape_accuracy": float(np.mean([v[0] for v in table.values()])),
         "colour_accuracy": float(np.mean([v[1] for v in table.values()])),
         "table": {k: {"shape": v[0], "colour": v[1]} for k, v in table.items()},
+        "sds_background_drift": {f"{f:.1f}": {"background": bg, "object": fg} for f, (bg, fg) in drift.items()},
     }
     with open(meta_path, "w") as f:
         json.dump(meta, f, indent=2)

@@ -75,3 +75,40 @@ def test_prior_sampling_is_seeded_and_in_range(tiny_prior):
     assert not torch.equal(a, sample_prior(tiny_prior, prompts, steps=3, seed=1, sampler="ddim"))
     with pytest.raises(ValueError, match="'euler' is not one of ddpm, ddim"):
         sample_prior(tiny_prior, prompts, steps=3, sampler="euler")
+
+
+def test_sds_background_drift_is_measured_per_timestep(tiny_prior, tmp_path):
+    from meshdream.prior.evaluate import sds_background_drift
+
+    images, captions, _, _ = render_dataset(36, seed=4, resolution=16)
+    data = tmp_path / "heldout.npz"
+    np.savez(data, images=images, captions=np.array(captions))
+    drift = sds_background_drift(tiny_prior, str(data), fractions=(0.2, 0.8), per_colour=2, draws=1)
+    assert list(drift) == [0.2, 0.8]
+    assert all(np.isfinite(v).all() for v in drift.values())
+    assert drift == sds_background_drift(tiny_prior, str(data), fractions=(0.2, 0.8), per_colour=2, draws=1)  # seeded
+    assert drift != sds_background_drift(tiny_prior, str(data), guidance_scale=1.0, fractions=(0.2, 0.8), per_colour=2, draws=1)
+
+
+def test_training_stops_mid_schedule_and_resumes_bit_identically(tmp_path):
+    from safetensors.torch import load_file
+
+    from meshdream.prior.train import PriorTrainConfig, train
+
+    images, captions, _, _ = render_dataset(16, seed=6, resolution=16)
+    np.savez(tmp_path / "train.npz", images=images, captions=np.array(captions))
+
+    def run(name, **kw):
+        cfg = PriorTrainConfig(data=str(tmp_path / "train.npz"), work=str(tmp_path / name / "work"), export=str(tmp_path / name / "prior"),
+                               resolution=16, steps=4, batch_size=4, warmup=1, checkpoint_every=1, export_every=100, threads=1, **kw)
+        logs = []
+        train(cfg, log=logs.append)
+        meta = json.loads((tmp_path / name / "prior" / "meshdream_prior.json").read_text())
+        return logs, meta, load_file(str(tmp_path / name / "prior" / "unet" / "diffusion_pytorch_model.safetensors"))
+
+    _, meta, _ = run("split", stop_at=2)
+    assert meta["training"]["steps"] == 2  # exported at the stop, mid-schedule
+    logs, meta, resumed = run("split")
+    assert "resumed from" in logs[0] and meta["training"]["steps"] == 4
+    _, _, straight = run("straight")
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in straight)

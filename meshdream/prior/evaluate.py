@@ -133,3 +133,49 @@ def markdown_table(table: dict) -> str:
     ca = np.mean([v[1] for v in table.values()])
     lines.append(f"| **all** |" + " |" * len(colours) + f" **{sa:.2f}** | **{ca:.2f}** |")
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def sds_background_drift(folder: str, data: str, guidance_scale: float | None = None, fractions=(0.1, 0.3, 0.5, 0.7, 0.9),
+                         per_colour: int = 8, draws: int = 4, seed: int = 0) -> dict[float, tuple[float, float]]:
+    """How an SDS step with this prior moves held-out renders: {t / T: (background, object)}.
+
+    Each value is the mean descent direction -(eps_cfg - eps), projected on the unit vector from white
+    to the caption's colour, over background (white) or object pixels. A positive background value
+    means SDS paints the white background in the prompt's colour, which in the coarse stage (fixed
+    white background) grows density until the object fills the frame. Uses the pipeline's own
+    PixelGuidance with the prior's recommended guidance scale unless one is given.
+    """
+    from ..guidance.base import GuidanceConfig
+    from ..guidance.pixel import PixelGuidance
+
+    guide = PixelGuidance(folder, GuidanceConfig(name=folder, guidance_scale=guidance_scale))
+    scale = guide.settings.guidance_scale
+    with np.load(data, allow_pickle=False) as d:
+        images, captions = d["images"], [str(c) for c in d["captions"]]
+    picked = {c: [i for i, cap in enumerate(captions) if cap.split()[1] == c][:per_colour] for c in COLOURS}
+    idx = [i for c in COLOURS for i in picked[c]]
+    x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255
+    direction = torch.tensor([COLOURS[c] for c in COLOURS for _ in picked[c]]) - 1.0  # white -> colour
+    direction = direction / direction.norm(dim=1, keepdim=True)
+    background = (x.min(1).values > 0.97).float()  # [B, H, W]
+    texts = [captions[i] for i in idx]
+    cond, uncond = guide.encode_text(texts), guide.encode_text([""]).expand(len(idx), -1, -1)
+    g = torch.Generator().manual_seed(seed)
+    T = guide.alphas_cumprod.shape[0]
+    out = {}
+    for f in fractions:
+        t = torch.full((len(idx),), int(f * T))
+        a = guide.alphas_cumprod[t].view(-1, 1, 1, 1)
+        bg, fg = [], []
+        for _ in range(draws):
+            noise = torch.randn(x.shape, generator=g)
+            x_t = a.sqrt() * (x * 2 - 1) + (1 - a).sqrt() * noise
+            eps = guide.unet(torch.cat([x_t, x_t]), torch.cat([t, t]), encoder_hidden_states=torch.cat([uncond, cond])).sample[:, :3]
+            eu, ec = eps.chunk(2)
+            step = -(eu + scale * (ec - eu) - noise)
+            toward = (step * direction[:, :, None, None]).sum(1)  # [B, H, W]
+            bg.append(float((toward * background).sum() / background.sum()))
+            fg.append(float((toward * (1 - background)).sum() / (1 - background).sum()))
+        out[f] = (float(np.mean(bg)), float(np.mean(fg)))
+    return out

@@ -24,7 +24,8 @@ class PriorTrainConfig:
     work: str = "work_prior"                  # checkpoints and logs
     export: str = "meshdream/guidance/embedded_prior"
     resolution: int = 32
-    steps: int = 6000
+    steps: int = 6000                         # length of the learning-rate schedule
+    stop_at: int | None = None                # end (and export) here, mid-schedule; None = steps
     batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 200
@@ -52,9 +53,12 @@ def _lr(step: int, cfg: PriorTrainConfig) -> float:
 
 
 def train(cfg: PriorTrainConfig, log=print) -> None:
+    if cfg.steps < 1 or (cfg.stop_at is not None and cfg.stop_at < 1):
+        raise ValueError(f"steps ({cfg.steps}) and stop_at ({cfg.stop_at}) must be at least 1 (stop_at may be None)")
     torch.set_num_threads(cfg.threads)
     images, captions = load_data(cfg.data)
     tokenizer = build_tokenizer()
+    torch.manual_seed(cfg.seed)  # the initial weights; every later draw comes from ``g``
     unet, text_encoder, scheduler = build_unet(cfg.resolution), build_text_encoder(len(tokenizer)), build_scheduler()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -73,7 +77,8 @@ def train(cfg: PriorTrainConfig, log=print) -> None:
     alphas = scheduler.alphas_cumprod
     N = images.shape[0]
     t_start = time.time()
-    while step < cfg.steps:
+    last = cfg.steps if cfg.stop_at is None else min(cfg.stop_at, cfg.steps)
+    while step < last:
         for group in opt.param_groups:
             group["lr"] = _lr(step, cfg)
         idx = torch.randint(0, N, (cfg.batch_size,), generator=g)
@@ -104,12 +109,12 @@ def train(cfg: PriorTrainConfig, log=print) -> None:
             recent = sum(losses[-100:]) / len(losses[-100:])
             log(f"step {step}/{cfg.steps} loss {recent:.4f} lr {_lr(step, cfg):.2e} {(time.time() - t_start) / 25:.2f}s/step")
             t_start = time.time()
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if step % cfg.checkpoint_every == 0 or step == last:
             save_checkpoint(ckpt_path, {"step": step, "losses": losses, "unet": unet.state_dict(),
                                         "text_encoder": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
                                         "ema_text": ema_text.state_dict(), "optimizer": opt.state_dict(),
                                         "rng": rng_state(g), "config": to_dict(cfg)})
-        if step % cfg.export_every == 0 or step == cfg.steps:
+        if step % cfg.export_every == 0 or step == last:
             export(cfg, ema_unet, ema_text, tokenizer, scheduler, step, losses)
 
 
