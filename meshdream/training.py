@@ -30,7 +30,7 @@ def check_finite(loss: torch.Tensor, step: int, stage: str) -> None:
     """Stop with a clear message instead of writing NaN parameters into the next checkpoint."""
     if not torch.isfinite(loss).all():
         raise MeshdreamError(
-            f"{stage}: the loss became {float(loss)} at step {step}; the last good checkpoint is kept. "
+            f"{stage}: the loss became {float(loss.detach())} at step {step}; the last good checkpoint is kept. "
             "Try a lower learning rate or guidance scale (see configs/), then run again with --resume"
         )
 

@@ -93,7 +93,7 @@ def save_tiny_stable_diffusion(folder: str, prediction_type: str = "epsilon") ->
                         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), latent_channels=4,
                         norm_num_groups=4, sample_size=16)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                          prediction_type=prediction_type)
+                          prediction_type=prediction_type, steps_offset=1, clip_sample=False)  # as SD's own configs
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder)
