@@ -60,6 +60,10 @@ def test_shipped_prior_is_small_and_described():
     assert size < 25 * 2 ** 20
     meta = json.loads((folder / "meshdream_prior.json").read_text())
     assert meta["resolution"] == 32 and set(SHAPES) <= set(meta["vocabulary"]) and meta["training"]["steps"] > 0
+    # new weights drop the table (prior export): the shipped ones must carry a fresh evaluation that meets the targets
+    ev = meta["evaluation"]
+    assert ev["sampler"] in ("ddpm", "ddim") and len(ev["table"]) == len(SHAPES) * len(COLOURS)
+    assert ev["shape_accuracy"] >= 0.90 and ev["colour_accuracy"] >= 0.95
 
 
 def test_prior_sampling_is_seeded_and_in_range(tiny_prior):
