@@ -84,9 +84,9 @@ def test_prior_sampling_is_seeded_and_in_range(tiny_prior):
 def test_sds_background_drift_is_measured_per_timestep(tiny_prior, tmp_path):
     from meshdream.prior.evaluate import sds_background_drift
 
-    images, captions, _, _ = render_dataset(36, seed=4, resolution=16)
+    images, captions, shapes, colours = render_dataset(36, seed=4, resolution=16)
     data = tmp_path / "heldout.npz"
-    np.savez(data, images=images, captions=np.array(captions))
+    np.savez(data, images=images, captions=np.array(captions), shapes=np.array(shapes), colours=np.array(colours))
     drift = sds_background_drift(tiny_prior, str(data), fractions=(0.2, 0.8), per_colour=2, draws=1)
     assert list(drift) == [0.2, 0.8]
     assert all(np.isfinite(v).all() for v in drift.values())

@@ -110,6 +110,18 @@ def sample_timesteps(batch: int, settings: ResolvedSettings, progress: float, nu
     return torch.randint(lo, hi + 1, (batch,), generator=generator)
 
 
+@torch.no_grad()
+def guided_eps(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, predict_eps,
+               alphas_cumprod: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free-guided eps [B, C, h, w] for ``x`` noised to timesteps ``t`` [B] with ``noise``."""
+    B = x.shape[0]
+    a = alphas_cumprod.to(x.device)[t.to(x.device)].view(B, 1, 1, 1).float()
+    x_t = a.sqrt() * x.detach().float() + (1 - a).sqrt() * noise
+    eps = predict_eps(torch.cat([x_t, x_t]), torch.cat([t, t]).to(x.device), torch.cat([uncond, cond])).float()
+    eps_uncond, eps_cond = eps.chunk(2)
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
 def sds_from_model(
     x: torch.Tensor,
     cond: torch.Tensor,
@@ -131,10 +143,7 @@ def sds_from_model(
     noise = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x.device)
     a = alphas_cumprod.to(x.device)[t.to(x.device)].view(B, 1, 1, 1).float()
     with torch.no_grad():
-        x_t = a.sqrt() * x.detach().float() + (1 - a).sqrt() * noise
-        eps = predict_eps(torch.cat([x_t, x_t]), torch.cat([t, t]).to(x.device), torch.cat([uncond, cond])).float()
-        eps_uncond, eps_cond = eps.chunk(2)
-        eps_pred = eps_uncond + settings.guidance_scale * (eps_cond - eps_uncond)
+        eps_pred = guided_eps(x, t, noise, cond, uncond, predict_eps, alphas_cumprod, settings.guidance_scale)
         grad = (1 - a) * (eps_pred - noise)  # w(t) = 1 - alpha_bar(t) (DreamFusion)
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
         if grad_clip is not None:

@@ -55,10 +55,10 @@ class PixelGuidance(Guidance):
             raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
         x = resize(images, self.resolution) * 2 - 1
         cond, uncond = embeddings.select(azimuth, elevation)
-
-        def predict_eps(x_t, t, context):
-            out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=context.to(self.dtype)).sample
-            return out[:, :3]
-
-        return sds_from_model(x, cond, uncond, predict_eps, self.alphas_cumprod, self.settings, progress,
+        return sds_from_model(x, cond, uncond, self.predict_eps, self.alphas_cumprod, self.settings, progress,
                               self.config.grad_clip, generator)
+
+    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """eps [B, 3, h, w] for pixels x_t; a 6-channel (learned-variance, IF) UNet's first 3 channels."""
+        out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=context.to(self.dtype)).sample
+        return out[:, :3]

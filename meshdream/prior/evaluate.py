@@ -146,34 +146,30 @@ def sds_background_drift(folder: str, data: str, guidance_scale: float | None = 
     white background) grows density until the object fills the frame. Uses the pipeline's own
     PixelGuidance with the prior's recommended guidance scale unless one is given.
     """
-    from ..guidance.base import GuidanceConfig
+    from ..guidance.base import GuidanceConfig, guided_eps
     from ..guidance.pixel import PixelGuidance
 
     guide = PixelGuidance(folder, GuidanceConfig(name=folder, guidance_scale=guidance_scale))
-    scale = guide.settings.guidance_scale
-    with np.load(data, allow_pickle=False) as d:
-        images, captions = d["images"], [str(c) for c in d["captions"]]
-    picked = {c: [i for i, cap in enumerate(captions) if cap.split()[1] == c][:per_colour] for c in COLOURS}
-    idx = [i for c in COLOURS for i in picked[c]]
-    x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255
-    direction = torch.tensor([COLOURS[c] for c in COLOURS for _ in picked[c]]) - 1.0  # white -> colour
+    x, _, colour_ids = _load(data)
+    with np.load(data) as d:
+        captions = [str(c) for c in d["captions"]]
+    names = list(COLOURS)
+    idx = [i for ci in range(len(names)) for i in (colour_ids == ci).nonzero().flatten()[:per_colour].tolist()]
+    x = x[idx]
+    direction = torch.tensor([COLOURS[names[colour_ids[i]]] for i in idx]) - 1.0  # white -> colour
     direction = direction / direction.norm(dim=1, keepdim=True)
     background = (x.min(1).values > 0.97).float()  # [B, H, W]
-    texts = [captions[i] for i in idx]
-    cond, uncond = guide.encode_text(texts), guide.encode_text([""]).expand(len(idx), -1, -1)
+    cond, uncond = guide.encode_text([captions[i] for i in idx]), guide.encode_text([""]).expand(len(idx), -1, -1)
     g = torch.Generator().manual_seed(seed)
     T = guide.alphas_cumprod.shape[0]
     out = {}
     for f in fractions:
         t = torch.full((len(idx),), int(f * T))
-        a = guide.alphas_cumprod[t].view(-1, 1, 1, 1)
         bg, fg = [], []
         for _ in range(draws):
             noise = torch.randn(x.shape, generator=g)
-            x_t = a.sqrt() * (x * 2 - 1) + (1 - a).sqrt() * noise
-            eps = guide.unet(torch.cat([x_t, x_t]), torch.cat([t, t]), encoder_hidden_states=torch.cat([uncond, cond])).sample[:, :3]
-            eu, ec = eps.chunk(2)
-            step = -(eu + scale * (ec - eu) - noise)
+            step = -(guided_eps(x * 2 - 1, t, noise, cond, uncond, guide.predict_eps, guide.alphas_cumprod,
+                                guide.settings.guidance_scale) - noise)
             toward = (step * direction[:, :, None, None]).sum(1)  # [B, H, W]
             bg.append(float((toward * background).sum() / background.sum()))
             fg.append(float((toward * (1 - background)).sum() / (1 - background).sum()))
