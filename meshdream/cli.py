@@ -12,10 +12,11 @@ import sys
 import click
 
 from . import __version__
+from .asset import WRITERS
 from .errors import MeshdreamError, UserInputError
 
 DEVICES = click.Choice(["cpu", "cuda"])
-EXPORT_FORMATS = ("glb", "gltf", "obj", "ply")
+EXPORT_FORMATS = tuple(WRITERS)  # the asset writers' table is the one list of formats
 
 
 def _stage(module: str, name: str):

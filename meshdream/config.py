@@ -143,6 +143,15 @@ def load_config(cls: Type[T], path: str | os.PathLike | None = None, overrides: 
     return config
 
 
+def stage_config(cls: Type[T], config: Any, overrides: Mapping[str, Any]) -> T:
+    """A stage config from a dataclass instance, a YAML path or None, with CLI overrides (None values skipped) applied."""
+    if isinstance(config, cls):
+        return merge(config, {k: v for k, v in overrides.items() if v is not None})
+    if config is not None and not isinstance(config, (str, os.PathLike)):
+        raise UserInputError(f"config must be a {cls.__name__}, a YAML path or None, got {type(config).__name__}")
+    return load_config(cls, config, overrides)
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain nested dict of a dataclass config (tuples become lists, so it round-trips through YAML)."""
 

@@ -1,6 +1,7 @@
 """The layout of a RUN folder, shared by every stage.
 
 RUN/
+  coarse/prompt.yaml        prompt, negative prompt and seed of the RUN
   coarse/config.yaml        config the coarse stage ran with
   coarse/checkpoint.pt      latest coarse checkpoint (atomic)
   coarse/previews/          turntable strips  step_000100.png …
@@ -53,6 +54,10 @@ class RunDir:
         return self.root / "coarse"
 
     @property
+    def prompt_file(self) -> Path:
+        return self.coarse / "prompt.yaml"
+
+    @property
     def coarse_mesh(self) -> Path:
         return self.coarse / "mesh.ply"
 
@@ -87,3 +92,21 @@ class RunDir:
         p = self.root / name
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+
+def read_prompt(run: RunDir) -> dict:
+    """prompt, negative_prompt and seed of RUN (written by its coarse stage)."""
+    import yaml
+
+    if not run.prompt_file.is_file():
+        raise UserInputError(f"RUN {str(run.root)!r} has no coarse result; run `meshdream coarse PROMPT --out {run.root}` first")
+    return yaml.safe_load(run.prompt_file.read_text())
+
+
+def write_prompt(run: RunDir, info: dict) -> None:
+    """Record prompt, negative_prompt and seed of RUN (atomically)."""
+    import yaml
+
+    from .checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(run.prompt_file, yaml.safe_dump(info, sort_keys=False).encode())

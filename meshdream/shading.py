@@ -5,12 +5,25 @@ albedo so SDS must explain the image by geometry alone.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 ShadingMode = Literal["albedo", "lambertian", "textureless"]
 SHADING_MODES = ("albedo", "lambertian", "textureless")
+
+
+@dataclass
+class ShadingConfig:
+    """How an optimisation stage shades its renders (the ``shading`` section of its config)."""
+
+    albedo: float = 0.4  # probabilities of each shading mode per step
+    lambertian: float = 0.6
+    textureless: float = 0.0  # the embedded prior never saw white objects; SD / IF presets use it
+    albedo_only_steps: int = 50  # ambient-only (albedo) shading first, while the geometry forms
+    ambient: float = 0.3
+    diffuse: float = 0.7
 
 
 def shade(

@@ -39,7 +39,7 @@ def save_gif(frames: np.ndarray, path: Path, fps: int = 12) -> None:
 
 def turntable_of_run(run_dir, path: Path | None = None, **kwargs) -> Path:
     """Render RUN's refined mesh (or its coarse mesh) turning, saved as RUN/turntable.gif."""
-    from .pipeline.export import load_asset
+    from .asset import load_asset
 
     asset = load_asset(run_dir)
     if asset.uvs is None:  # coarse mesh: a 1-texel-per-vertex stand-in is not worth it; use vertex colours as texture

@@ -16,7 +16,7 @@ import torch
 
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
 from ..checkpoint import remove_stale_temporaries, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..config import from_dict, load_config, merge, save_config, to_dict
+from ..config import from_dict, merge, save_config, stage_config, to_dict
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..guidance.base import check_prompt
@@ -24,18 +24,9 @@ from ..nerf.extract import ExtractConfig, extract_mesh
 from ..nerf.field import FieldConfig, NeRFField, save_field_state
 from ..nerf.hash_grid import HashGridConfig
 from ..nerf.volume_render import OccupancyGrid, orientation_loss, render_cameras, sparsity_loss
-from ..run import RunDir
+from ..run import RunDir, write_prompt
+from ..shading import ShadingConfig
 from ..training import end_of_step, optimizer_step, progress_bar, ramp, resolve_device, save_strip, shading_for_step
-
-
-@dataclass
-class ShadingConfig:
-    albedo: float = 0.4  # probabilities of each shading mode per step
-    lambertian: float = 0.6
-    textureless: float = 0.0  # the embedded prior never saw white objects; SD / IF presets use it
-    albedo_only_steps: int = 50  # ambient-only (albedo) shading first, while the geometry forms
-    ambient: float = 0.3
-    diffuse: float = 0.7
 
 
 @dataclass
@@ -73,15 +64,6 @@ class CoarseConfig:
     shading: ShadingConfig = field(default_factory=ShadingConfig)
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
-
-
-def stage_config(cls, config, overrides: dict):
-    """A stage config from a dataclass instance, a YAML path or None, with CLI overrides applied."""
-    if isinstance(config, cls):
-        return merge(config, {k: v for k, v in overrides.items() if v is not None})
-    if config is not None and not isinstance(config, (str, os.PathLike)):
-        raise UserInputError(f"config must be a {cls.__name__}, a YAML path or None, got {type(config).__name__}")
-    return load_config(cls, config, overrides)
 
 
 def _overrides(iters, seed, guidance) -> dict:
@@ -147,7 +129,7 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
         start = state["step"]
     meta = {"prompt": prompt, "negative_prompt": negative_prompt or "", "seed": cfg.seed}
     save_config(cfg, stage / "config.yaml")
-    _write_run_info(stage / "prompt.yaml", meta)
+    write_prompt(run, meta)
 
     def checkpoint(step: int, done: bool = False) -> None:
         save_checkpoint(ckpt_path, {"stage": "coarse", "step": step, "done": done, "config": to_dict(cfg), **meta,
@@ -187,14 +169,6 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
     return run.coarse_mesh
 
 
-def _write_run_info(path: Path, info: dict) -> None:
-    import yaml
-
-    from ..checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(path, yaml.safe_dump(info, sort_keys=False).encode())
-
-
 def _save_mesh(path: Path, vertices, faces, colours) -> None:
     import numpy as np
     import trimesh
@@ -203,13 +177,3 @@ def _save_mesh(path: Path, vertices, faces, colours) -> None:
 
     mesh = trimesh.Trimesh(vertices, faces, vertex_colors=(np.clip(colours, 0, 1) * 255).astype(np.uint8), process=False)
     atomic_write_bytes(path, mesh.export(file_type="ply"))
-
-
-def read_prompt(run: RunDir) -> dict:
-    """prompt, negative_prompt and seed of a RUN's coarse stage."""
-    import yaml
-
-    path = run.coarse / "prompt.yaml"
-    if not path.is_file():
-        raise UserInputError(f"RUN {str(run.root)!r} has no coarse result; run `meshdream coarse PROMPT --out {run.root}` first")
-    return yaml.safe_load(path.read_text())

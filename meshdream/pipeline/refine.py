@@ -18,18 +18,19 @@ import numpy as np
 import torch
 
 from .. import raster as dr
+from ..asset import WRITERS, Asset, write_files
 from ..bake import bake_texture, bake_vertex_colours
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
-from ..checkpoint import remove_stale_temporaries, atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..config import from_dict, merge, save_config, to_dict
+from ..checkpoint import remove_stale_temporaries, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..config import from_dict, merge, save_config, stage_config, to_dict
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..mesh_render import render_mesh
 from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
-from ..run import RunDir
+from ..run import RunDir, read_prompt
+from ..shading import ShadingConfig
 from ..training import end_of_step, optimizer_step, progress_bar, ramp, resolve_device, save_strip, shading_for_step
 from ..uv import unwrap
-from .coarse import ShadingConfig, read_prompt, stage_config
 
 
 @dataclass
@@ -110,28 +111,14 @@ def _state_from(d: dict, device) -> RefineState:
     return RefineState(**{k: d[k].to(device) for k in ("base", "vmapping", "faces", "uvs", "welded_faces")})
 
 
-def save_textured_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture: np.ndarray) -> None:
-    """Write path (OBJ) + mesh.mtl + texture.png beside it. texture [T, T, 3] in [0, 1], row r <-> v = (r + 0.5) / T."""
-    import trimesh
-    from PIL import Image
-
-    image = Image.fromarray((np.clip(texture[::-1], 0, 1) * 255).round().astype(np.uint8))  # PNG row 0 = top = v 1
-    material = trimesh.visual.material.SimpleMaterial(image=image, diffuse=(255, 255, 255, 255))
-    mesh = trimesh.Trimesh(vertices, faces, visual=trimesh.visual.TextureVisuals(uv=uvs, image=image, material=material),
-                           process=False)
-    from trimesh.exchange.obj import export_obj
-
-    text, files = export_obj(mesh, include_texture=True, return_texture=True, mtl_name="mesh.mtl")
-    folder = path.parent
-    for name, data in files.items():
-        if name.endswith(".png"):  # one texture per mesh, under a predictable name
-            atomic_write_bytes(folder / "texture.png", data)
-        else:
-            mtl = data.decode() if isinstance(data, bytes) else data
-            for png in [n for n in files if n.endswith(".png")]:
-                mtl = mtl.replace(png, "texture.png")
-            atomic_write_bytes(folder / name, mtl.encode())
-    atomic_write_bytes(path, text.encode())
+def save_textured_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture: np.ndarray,
+                      extras: dict | None = None) -> None:
+    """Write path (OBJ, with normals) + its MTL + texture.png beside it through the OBJ asset writer.
+    texture [T, T, 3] in [0, 1], row r <-> v = (r + 0.5) / T."""
+    png = (np.clip(texture[::-1], 0, 1) * 255).round().astype(np.uint8)  # PNG row 0 = top = v 1
+    asset = Asset(np.asarray(vertices, np.float32), np.asarray(faces, np.int64), uvs=np.asarray(uvs, np.float32),
+                  texture=np.ascontiguousarray(png), extras=extras or {})
+    write_files(WRITERS["obj"](asset, path.stem, texture_file="texture.png"), path.parent)
 
 
 def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
