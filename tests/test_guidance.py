@@ -110,6 +110,21 @@ def test_unknown_words_warn_with_known_list():
         guide.encode_prompt("a red cube")
 
 
+@pytest.mark.parametrize("prompt, word", [("a red 立方体", "立方体"), ("a red cube 🧊", "🧊"), ("a röd cube", "röd")])
+def test_non_ascii_unknown_words_are_warned(prompt, word):
+    guide = load_guidance("embedded")
+    with pytest.warns(UnknownWordsWarning, match=word):
+        guide.encode_prompt(prompt)
+
+
+def test_truncated_prompt_is_warned_with_what_was_kept():
+    from meshdream.guidance.base import PromptTruncatedWarning
+
+    guide = load_guidance("embedded")
+    with pytest.warns(PromptTruncatedWarning, match=r"reads 12; only 'a red cube a red cube a red cube a red cube' is used"):
+        guide.encode_prompt("a red cube " * 5)
+
+
 @pytest.mark.parametrize("prompt", ["", "   "])
 def test_empty_prompt_is_an_error(folders, prompt):
     with pytest.raises(UserInputError, match="empty"):

@@ -83,6 +83,16 @@ class SDSOutput:
     grad_norm: float  # norm of the SDS gradient (after clipping)
 
 
+def check_model(path: str, alphas_cumprod: torch.Tensor, resolution: int) -> None:
+    """Refuse a model folder whose scheduler or UNet config cannot drive SDS (no timesteps, no image size)."""
+    if alphas_cumprod.ndim != 1 or alphas_cumprod.shape[0] < 2 or not torch.isfinite(alphas_cumprod).all():
+        raise UserInputError(f"guidance model {path!r}: its scheduler has {alphas_cumprod.numel()} usable training timesteps; "
+                             "scheduler/scheduler_config.json needs num_train_timesteps >= 2 and a finite beta schedule")
+    if resolution < 8:
+        raise UserInputError(f"guidance model {path!r}: its UNet's sample_size gives a {resolution} px image; "
+                             "unet/config.json needs sample_size >= 8")
+
+
 def check_prompt(prompt: str) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise UserInputError(f"the prompt {prompt!r} is empty; describe the object, e.g. 'a red cube'")
@@ -166,11 +176,17 @@ class UnknownWordsWarning(UserWarning):
     """The prompt has words the embedded prior never saw in training."""
 
 
-def warn_unknown_words(prompt: str, known: list[str]) -> list[str]:
+def prompt_words(text: str) -> list[str]:
+    """Lower-cased words of ``text``: runs of letters or digits in any script, and every other symbol
+    (an emoji) on its own; ASCII punctuation is not a word."""
     import re
+    import string
 
-    words = re.findall(r"[a-z]+", prompt.lower())
-    unknown = [w for w in words if w not in set(known)]
+    return [w for w in re.findall(r"\w+|[^\w\s]", text.lower()) if w not in string.punctuation]
+
+
+def warn_unknown_words(prompt: str, known: list[str]) -> list[str]:
+    unknown = [w for w in prompt_words(prompt) if w not in set(known)]
     if unknown:
         warnings.warn(
             f"the embedded prior does not know the word(s) {', '.join(repr(w) for w in dict.fromkeys(unknown))}; "
@@ -180,6 +196,10 @@ def warn_unknown_words(prompt: str, known: list[str]) -> list[str]:
             stacklevel=3,
         )
     return unknown
+
+
+class PromptTruncatedWarning(UserWarning):
+    """The prompt (with its view suffix) is longer than the text encoder reads; the rest is dropped."""
 
 
 class Guidance:

@@ -54,14 +54,15 @@ def resolve(name: str) -> tuple[str, dict]:
         path = embedded_prior_path()
         if not (path / "model_index.json").is_file():
             raise UserInputError(f"the embedded prior is missing from {path}; reinstall meshdream")
-        return str(path), json.loads((path / "model_index.json").read_text())
+        return str(path), read_index(path / "model_index.json")
     target = ALIASES.get(name, name)
     local = Path(os.path.expanduser(target))
     if local.is_dir():
         index = local / "model_index.json"
         if not index.is_file():
             raise UserInputError(f"guidance folder {str(local)!r} has no model_index.json; it must be a diffusers pipeline folder")
-        return str(local), json.loads(index.read_text())
+        refuse_untrusted_files(local)
+        return str(local), read_index(index)
     looks_like_path = target.startswith((".", "/", "~")) or target.count("/") != 1
     if looks_like_path:
         raise UserInputError(f"guidance {name!r} is not a folder and not a hub id; use 'embedded', 'stable-diffusion', "
@@ -69,15 +70,57 @@ def resolve(name: str) -> tuple[str, dict]:
     from huggingface_hub import hf_hub_download
 
     try:  # already in the local cache?
-        return target, json.loads(Path(hf_hub_download(target, "model_index.json", local_files_only=True)).read_text())
+        return target, read_index(Path(hf_hub_download(target, "model_index.json", local_files_only=True)))
     except Exception:
         pass
     if not _hub_reachable():
         raise unloadable(target, "the Hugging Face hub is not reachable from here and the model is not in the local cache")
     try:
-        return target, json.loads(Path(hf_hub_download(target, "model_index.json")).read_text())
+        return target, read_index(Path(hf_hub_download(target, "model_index.json")))
+    except UserInputError:
+        raise
     except Exception as e:
         raise unloadable(target, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+
+
+def read_index(path: Path) -> dict:
+    """model_index.json as a mapping, or a UserInputError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserInputError(f"guidance model index {str(path)!r} cannot be read as JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise UserInputError(f"guidance model index {str(path)!r} must hold a JSON object (a diffusers pipeline index), "
+                             f"got a {type(data).__name__}")
+    return data
+
+
+# Files in which transformers / diffusers name Python code of the model folder itself ("auto_map",
+# custom pipeline or component classes). meshdream never runs such code.
+_CODE_KEYS = ("auto_map", "custom_pipeline")
+
+
+def refuse_untrusted_files(folder: Path) -> None:
+    """Refuse a local model folder whose configs ask to run the folder's own Python code, or whose weights
+    exist only as pickles (.bin / .pt / .ckpt: loading a pickle can run code; meshdream reads safetensors)."""
+    for part in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        pickles = [p.name for p in part.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+        if pickles and not any(part.glob("*.safetensors")):
+            raise UserInputError(
+                f"guidance folder {str(folder)!r}: {part.name}/ holds its weights only as pickled files ({', '.join(sorted(pickles))}); "
+                "meshdream loads weights from .safetensors only, because loading a pickle can run code. Convert them "
+                "(safetensors.torch.save_file) or download the model's safetensors files")
+    for cfg in sorted(Path(folder).glob("*/*config*.json")) + sorted(Path(folder).glob("*.json")):
+        try:
+            data = json.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # unreadable files get their own message when loaded
+        if isinstance(data, dict) and any(k in data for k in _CODE_KEYS):
+            key = next(k for k in _CODE_KEYS if k in data)
+            raise UserInputError(
+                f"guidance folder {str(folder)!r} asks to run its own Python code ({key!r} in {cfg.relative_to(folder)}); "
+                "meshdream never runs code from model folders (trust_remote_code is always off). Use a standard "
+                "diffusers Stable Diffusion / DeepFloyd IF folder, or --guidance embedded")
 
 
 def kind_of(index: dict, path: str) -> str:

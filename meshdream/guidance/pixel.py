@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_prompt, resize, resolve_settings,
-                   sds_from_model, view_prompts, warn_unknown_words)
+from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_model, check_prompt, resize,
+                   resolve_settings, sds_from_model, view_prompts, warn_unknown_words)
 from .text import load_text_model
 
 IF_RECOMMENDED = {"guidance_scale": 20.0, "t_min": 0.02, "t_max": 0.98, "t_max_end": 0.5}
@@ -25,7 +25,8 @@ class PixelGuidance(Guidance):
         self.config, self.device = config, torch.device(device)
         dtype = torch.float16 if (self.device.type == "cuda" and config.half_precision) else torch.float32
         self.tokenizer, self.encode_text = load_text_model(path, self.device, dtype)
-        self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype).to(self.device)
+        self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype,
+                                                         use_safetensors=True).to(self.device)
         self.unet.eval().requires_grad_(False)
         self.scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
@@ -35,6 +36,7 @@ class PixelGuidance(Guidance):
         recommended = dict(IF_RECOMMENDED, **(self.meta or {}).get("recommended", {}))
         self.settings = resolve_settings(config, recommended)
         self.resolution = int(self.unet.config.sample_size)
+        check_model(path, self.alphas_cumprod, self.resolution)
         self.known_words = (self.meta or {}).get("vocabulary")
 
     def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_prompt, resize, resolve_settings,
-                   sds_from_model, view_prompts)
+from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_model, check_prompt, resize,
+                   resolve_settings, sds_from_model, view_prompts)
 from .text import load_text_model
 
 SD_RECOMMENDED = {"guidance_scale": 100.0, "t_min": 0.02, "t_max": 0.98, "t_max_end": 0.5}
@@ -20,8 +20,10 @@ class StableDiffusionGuidance(Guidance):
         dtype = torch.float16 if (self.device.type == "cuda" and config.half_precision) else torch.float32
         self.dtype = dtype
         self.tokenizer, self.encode_text = load_text_model(path, self.device, dtype)
-        self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype).to(self.device)
-        self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype).to(self.device)
+        self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype,
+                                                  use_safetensors=True).to(self.device)
+        self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype,
+                                                         use_safetensors=True).to(self.device)
         for m in (self.vae, self.unet):
             m.eval().requires_grad_(False)
         self.scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
@@ -29,6 +31,7 @@ class StableDiffusionGuidance(Guidance):
         self.v_prediction = self.scheduler.config.prediction_type == "v_prediction"
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = int(self.unet.config.sample_size) * self.vae_scale
+        check_model(path, self.alphas_cumprod, self.resolution)
         self.settings = resolve_settings(config, SD_RECOMMENDED)
 
     def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:

@@ -6,24 +6,43 @@ from typing import Callable
 import torch
 
 
+TEXT_ENCODERS = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
+
+
 def load_text_model(path: str, device: torch.device, dtype: torch.dtype) -> tuple[object, Callable[[list[str]], torch.Tensor]]:
     """Load ``tokenizer/`` and ``text_encoder/`` of a pipeline folder or hub id.
 
     Returns (tokenizer, encode) where encode(texts) -> [N, L, D] hidden states. The encoder class is
-    the one named in text_encoder/config.json ("architectures"), so CLIP and T5 load alike."""
+    the one named in text_encoder/config.json ("architectures"), so CLIP and T5 load alike; only the
+    classes in TEXT_ENCODERS are accepted. No code from the folder ever runs (trust_remote_code=False)
+    and weights load from safetensors only (pickled .bin weights are refused)."""
     import transformers
     from transformers import AutoConfig, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
-    config = AutoConfig.from_pretrained(path, subfolder="text_encoder")
+    from ..errors import UserInputError
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, subfolder="tokenizer", trust_remote_code=False)
+        config = AutoConfig.from_pretrained(path, subfolder="text_encoder", trust_remote_code=False)
+    except ValueError as e:
+        if "trust_remote_code" in str(e) or "custom code" in str(e):
+            raise UserInputError(f"guidance model {path!r} needs to run its own Python code for its tokenizer or text encoder; "
+                                 "meshdream never runs code from model folders. Use a standard diffusers folder, or "
+                                 "--guidance embedded") from None
+        raise
     arch = (getattr(config, "architectures", None) or ["CLIPTextModel"])[0]
+    if arch not in TEXT_ENCODERS:
+        raise UserInputError(f"guidance model {path!r}: text encoder architecture {arch!r} is not supported; "
+                             f"supported: {', '.join(TEXT_ENCODERS)}")
     cls = getattr(transformers, arch)
-    model = cls.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype).to(device)
+    model = cls.from_pretrained(path, subfolder="text_encoder", torch_dtype=dtype, use_safetensors=True,
+                                trust_remote_code=False).to(device)
     model.eval().requires_grad_(False)
     is_t5 = "T5" in arch
     max_length = min(int(getattr(tokenizer, "model_max_length", 77) or 77), 77)
 
     def encode(texts: list[str]) -> torch.Tensor:
+        warn_truncated(tokenizer, texts, max_length)
         tok = tokenizer(texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
         ids = tok.input_ids.to(device)
         if is_t5:  # IF conditions on T5 states with the padding masked out
@@ -31,3 +50,19 @@ def load_text_model(path: str, device: torch.device, dtype: torch.dtype) -> tupl
         return model(ids).last_hidden_state
 
     return tokenizer, encode
+
+
+def warn_truncated(tokenizer, texts: list[str], max_length: int) -> None:
+    """Warn (once) when texts are longer than the ``max_length`` tokens the encoder reads, naming what was kept."""
+    import warnings
+
+    from .base import PromptTruncatedWarning
+
+    ids = tokenizer(texts, truncation=False).input_ids
+    long = [(text, len(i)) for text, i in zip(texts, ids) if len(i) > max_length]
+    if long:
+        text, n = long[0]
+        kept = tokenizer.decode(tokenizer(text, truncation=True, max_length=max_length).input_ids, skip_special_tokens=True)
+        warnings.warn(f"the prompt {text!r} is {n} tokens but the guidance model reads {max_length}; only {kept!r} is used"
+                      f"{f' ({len(long)} of {len(texts)} prompts, view suffixes included, are cut)' if len(long) > 1 else ''}. "
+                      "Use a shorter prompt", PromptTruncatedWarning, stacklevel=3)
