@@ -15,6 +15,8 @@ from typing import Tuple
 
 import torch
 
+from .config import bounded
+
 
 @dataclass
 class CameraConfig:
@@ -22,11 +24,11 @@ class CameraConfig:
 
     elevation_range: Tuple[float, float] = (-10.0, 45.0)
     azimuth_range: Tuple[float, float] = (-180.0, 180.0)
-    distance_range: Tuple[float, float] = (2.2, 2.8)
-    fov_range: Tuple[float, float] = (40.0, 55.0)  # vertical field of view, jittered per view
+    distance_range: Tuple[float, float] = bounded((2.2, 2.8), gt=0)
+    fov_range: Tuple[float, float] = bounded((40.0, 55.0), gt=0, le=170)  # vertical field of view, jittered per view
     # point light: direction of the camera, perturbed, at a multiple of the camera distance
-    light_distance_range: Tuple[float, float] = (0.8, 1.5)
-    light_perturb: float = 1.0
+    light_distance_range: Tuple[float, float] = bounded((0.8, 1.5), gt=0)
+    light_perturb: float = bounded(1.0, ge=0)
     # elevation is sampled uniformly on the sphere's band (not in angle) so views are unbiased
     uniform_sphere_elevation: bool = True
 

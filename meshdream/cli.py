@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .asset import WRITERS
+from .config import SEED_MAX
 from .errors import MeshdreamError, UserInputError
 
 DEVICES = click.Choice(["cpu", "cuda"])
@@ -68,7 +69,7 @@ guidance_option = click.option(
     help="Guidance model: 'embedded' (default, offline, CPU), 'stable-diffusion', 'deepfloyd-if', a hub id or a local diffusers folder.",
 )
 device_option = click.option("--device", type=DEVICES, default=None, help="Where to run (default: cuda if available, else cpu).")
-seed_option = click.option("--seed", type=int, default=None, help="Random seed (default from the config).")
+seed_option = click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None, help="Random seed (default from the config).")
 resume_option = click.option("--resume", is_flag=True, help="Continue from the stage's last checkpoint in RUN.")
 config_option = click.option(
     "--config", "config", type=click.Path(dir_okay=False), default=None, help="YAML file overriding the stage's defaults (see configs/)."

@@ -3,10 +3,15 @@
 Every stage owns one dataclass (``CoarseConfig`` in ``meshdream.coarse`` …). Its defaults are the
 truth; ``configs/*.yaml`` are presets that override some of them. Unknown keys and values of the
 wrong type are errors that name the key and list what is allowed.
+
+This is the one place values are validated, whether they come from YAML, the CLI or the Python API:
+numbers must be finite, and a field declared with :func:`bounded` must lie in its range (the CLI's
+options use the same ranges, see :func:`limits_of`).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -18,6 +23,39 @@ from .errors import UserInputError
 
 T = TypeVar("T")
 
+SEED_MAX = 2**64 - 1  # torch.manual_seed takes seeds up to this
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field with ``default`` whose values must satisfy ``>= ge``, ``> gt`` and ``<= le``."""
+    return dataclasses.field(default=default, metadata={"limits": (ge, gt, le)})
+
+
+def limits_of(cls: type, name: str) -> tuple[float | None, float | None, float | None]:
+    """(ge, gt, le) of field ``name`` of dataclass ``cls`` (Nones where unbounded)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("limits", (None, None, None))
+    raise KeyError(name)
+
+
+def _check_limits(value: Any, limits: tuple, where: str) -> None:
+    ge, gt, le = limits
+    if value is None or isinstance(value, bool):
+        return
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if not isinstance(v, (int, float)):
+            continue
+        if (ge is not None and v < ge) or (gt is not None and v <= gt) or (le is not None and v > le):
+            parts = [f">= {ge}" if ge is not None else None, f"> {gt}" if gt is not None else None,
+                     f"<= {le}" if le is not None else None]
+            raise UserInputError(f"{where}: {value!r} is out of range; it must be {' and '.join(p for p in parts if p)}")
+
+
+def _key_name(key: Any) -> str:
+    return key if isinstance(key, str) else repr(key)
+
 
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
@@ -25,7 +63,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _check_keys(data: Mapping[str, Any], types_: dict[str, Any], where: str) -> None:
-    unknown = sorted(set(data) - set(types_))
+    unknown = sorted((_key_name(k) for k in data if not (isinstance(k, str) and k in types_)))
     if unknown:
         prefix = f"{where}." if where else ""
         raise UserInputError(
@@ -82,7 +120,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserInputError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a YAML integer too large for a float
+            number = float("inf")
+        if not math.isfinite(number):
+            raise UserInputError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise UserInputError(f"{where}: expected a string, got {value!r}")
@@ -92,19 +136,31 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: Type[T], data: Mapping[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping; unknown keys raise UserInputError listing known ones."""
+    if not isinstance(data, Mapping):
+        raise UserInputError(f"{where or cls.__name__}: expected a mapping of {cls.__name__} fields, got {data!r}")
     types_ = _field_types(cls)
     _check_keys(data, types_, where)
+    limits = _field_limits(cls)
     kwargs = {}
     for key, value in data.items():
         name = f"{where}.{key}" if where else key
         kwargs[key] = _coerce(value, types_[key], name)
+        _check_limits(kwargs[key], limits[key], name)
     return cls(**kwargs)
+
+
+def _field_limits(cls: type) -> dict[str, tuple]:
+    return {f.name: f.metadata.get("limits", (None, None, None)) for f in dataclasses.fields(cls)}
 
 
 def merge(config: T, overrides: Mapping[str, Any], where: str = "") -> T:
     """Return a copy of dataclass ``config`` with (nested) ``overrides`` applied and type-checked."""
+    if not isinstance(overrides, Mapping):
+        raise UserInputError(f"{where or type(config).__name__}: expected a mapping of {type(config).__name__} fields, "
+                             f"got {overrides!r}")
     types_ = _field_types(type(config))
     _check_keys(overrides, types_, where)
+    limits = _field_limits(type(config))
     changes = {}
     for key, value in overrides.items():
         name = f"{where}.{key}" if where else key
@@ -113,6 +169,7 @@ def merge(config: T, overrides: Mapping[str, Any], where: str = "") -> T:
             changes[key] = merge(current, value, where=name)
         else:
             changes[key] = _coerce(value, types_[key], name)
+            _check_limits(changes[key], limits[key], name)
     return dataclasses.replace(config, **changes)
 
 
@@ -121,11 +178,19 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserInputError(f"config file {path!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise UserInputError(f"config file {path!r} is not valid YAML: {e}") from None
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except OSError as e:
+        raise UserInputError(f"config file {path!r} cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"config file {path!r} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserInputError(f"config file {path!r} is not valid YAML: {e}") from None
+    except RecursionError:
+        raise UserInputError(f"config file {path!r} is nested too deeply to read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -10,6 +10,8 @@ from typing import Literal
 
 import torch
 
+from .config import bounded
+
 ShadingMode = Literal["albedo", "lambertian", "textureless"]
 SHADING_MODES = ("albedo", "lambertian", "textureless")
 
@@ -18,12 +20,12 @@ SHADING_MODES = ("albedo", "lambertian", "textureless")
 class ShadingConfig:
     """How an optimisation stage shades its renders (the ``shading`` section of its config)."""
 
-    albedo: float = 0.4  # probabilities of each shading mode per step
-    lambertian: float = 0.6
-    textureless: float = 0.0  # the embedded prior never saw white objects; SD / IF presets use it
-    albedo_only_steps: int = 50  # ambient-only (albedo) shading first, while the geometry forms
-    ambient: float = 0.3
-    diffuse: float = 0.7
+    albedo: float = bounded(0.4, ge=0)  # probabilities of each shading mode per step
+    lambertian: float = bounded(0.6, ge=0)
+    textureless: float = bounded(0.0, ge=0)  # the embedded prior never saw white objects; SD / IF presets use it
+    albedo_only_steps: int = bounded(50, ge=0)  # ambient-only (albedo) shading first, while the geometry forms
+    ambient: float = bounded(0.3, ge=0)
+    diffuse: float = bounded(0.7, ge=0)
 
 
 def shade(

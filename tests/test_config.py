@@ -66,3 +66,53 @@ def test_round_trip(tmp_path):
 def test_overrides_skip_none():
     cfg = load_config(Outer, None, {"steps": None, "clip": 3})
     assert cfg.steps == 10 and cfg.clip == 3.0
+
+
+@pytest.mark.parametrize("stage, yaml_text, match", [
+    ("refine", "texture_size: 7", r"texture_size: 7 is out of range; it must be >= 16 and <= 8192"),
+    ("coarse", "iters: 0", r"iters: 0 is out of range; it must be >= 1"),
+    ("coarse", "iters: -5", r"iters: -5 is out of range"),
+    ("coarse", "checkpoint_every: 0", r"checkpoint_every: 0 is out of range"),
+    ("refine", "batch_size: 0", r"batch_size: 0 is out of range"),
+    ("coarse", "lr: .nan", r"lr: expected a finite number, got nan"),
+    ("coarse", "guidance: {guidance_scale: .inf}", r"guidance.guidance_scale: expected a finite number, got inf"),
+    ("coarse", "seed: 1180591620717411303424", r"seed: 1180591620717411303424 is out of range"),
+    ("coarse", "nerf: {hash_grid: {log2_table_size: 40}}", r"nerf.hash_grid.log2_table_size: 40 is out of range"),
+    ("coarse", "1: 2", r"unknown config key 1; allowed keys"),
+    ("coarse", "guidance: 3", r"guidance: expected a mapping of GuidanceConfig fields"),
+])
+def test_yaml_obeys_the_same_limits_as_the_cli(tmp_path, stage, yaml_text, match):
+    from meshdream.pipeline.coarse import CoarseConfig
+    from meshdream.pipeline.refine import RefineConfig
+
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml_text + "\n")
+    with pytest.raises(UserInputError, match=match):
+        load_config({"coarse": CoarseConfig, "refine": RefineConfig}[stage], p)
+
+
+def test_non_utf8_config_is_a_usage_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(b"iters: 5\n# caf\xe9\n")
+    with pytest.raises(UserInputError, match=r"is not UTF-8 text"):
+        load_config(Outer, p)
+
+
+def test_cli_ranges_are_the_config_ranges():
+    """The CLI's IntRange options and the config layer's limits are the same numbers."""
+    from meshdream.cli import cli
+    from meshdream.config import limits_of
+    from meshdream.pipeline.coarse import CoarseConfig
+    from meshdream.pipeline.refine import RefineConfig
+
+    def cli_range(command, option):
+        (param,) = [p for p in cli.commands[command].params if p.name == option]
+        return param.type.min, param.type.max
+
+    for command, option, cls, name in [("coarse", "iters", CoarseConfig, "iters"), ("coarse", "seed", CoarseConfig, "seed"),
+                                       ("refine", "iters", RefineConfig, "iters"), ("refine", "seed", RefineConfig, "seed"),
+                                       ("refine", "texture_size", RefineConfig, "texture_size"),
+                                       ("generate", "coarse_iters", CoarseConfig, "iters"),
+                                       ("generate", "refine_iters", RefineConfig, "iters")]:
+        ge, gt, le = limits_of(cls, name)
+        assert gt is None and cli_range(command, option) == (ge, le), (command, option)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cameras import VIEW_LABELS, view_label, view_prompt
+from ..config import bounded
 from ..errors import UserInputError
 
 
@@ -26,11 +27,11 @@ class GuidanceConfig:
     meshdream_prior.json)."""
 
     name: str = "embedded"  # "embedded" | "stable-diffusion" | "deepfloyd-if" | hub id | local folder
-    guidance_scale: Optional[float] = None
-    t_min: Optional[float] = None  # fraction of the training timesteps
-    t_max: Optional[float] = None  # at the start of the optimisation ...
-    t_max_end: Optional[float] = None  # ... annealed linearly to this at the end
-    grad_clip: Optional[float] = None  # clamp each element of the SDS gradient to [-c, c]
+    guidance_scale: Optional[float] = bounded(None, ge=0)
+    t_min: Optional[float] = bounded(None, ge=0, le=1)  # fraction of the training timesteps
+    t_max: Optional[float] = bounded(None, ge=0, le=1)  # at the start of the optimisation ...
+    t_max_end: Optional[float] = bounded(None, ge=0, le=1)  # ... annealed linearly to this at the end
+    grad_clip: Optional[float] = bounded(None, gt=0)  # clamp each element of the SDS gradient to [-c, c]
     negative_prompt: str = ""
     view_dependent: bool = True
     half_precision: bool = True  # fp16 weights on CUDA (ignored on CPU)

@@ -8,17 +8,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import bounded
 from ..errors import MeshdreamError
 from ..mesh import clean_mesh, marching_cubes
 
 
 @dataclass
 class ExtractConfig:
-    resolution: int = 128  # samples per axis of the final grid
-    coarse_resolution: int = 32  # first pass; only cells near the surface are refined
+    resolution: int = bounded(128, ge=8, le=1024)  # samples per axis of the final grid
+    coarse_resolution: int = bounded(32, ge=4, le=1024)  # first pass; only cells near the surface are refined
     threshold: float = 4.0  # density iso-level
-    target_faces: int = 20000  # decimate to about this many faces (0: keep all)
-    min_component_fraction: float = 0.05  # drop floaters smaller than this fraction of the largest part
+    target_faces: int = bounded(20000, ge=0)  # decimate to about this many faces (0: keep all)
+    min_component_fraction: float = bounded(0.05, ge=0, le=1)  # drop floaters smaller than this fraction of the largest part
 
 
 @torch.no_grad()

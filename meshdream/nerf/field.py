@@ -8,21 +8,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import load_checkpoint
-from ..config import from_dict
+from ..config import bounded, from_dict
 from .hash_grid import HashGrid, HashGridConfig
 
 
 @dataclass
 class FieldConfig:
     hash_grid: HashGridConfig = field(default_factory=HashGridConfig)
-    hidden: int = 64
-    layers: int = 2
+    hidden: int = bounded(64, ge=1, le=4096)
+    layers: int = bounded(2, ge=0, le=32)
     # DreamFusion's density blob: raw density += scale * exp(-r^2 / (2 std^2)), so optimisation starts
     # from a solid ball in the middle instead of empty space
     blob_scale: float = 10.0
-    blob_std: float = 0.5
+    blob_std: float = bounded(0.5, gt=0)
     density_bias: float = -1.0
-    normal_eps: float = 0.02  # finite-difference step for normals (scene units): larger = smoother shading
+    normal_eps: float = bounded(0.02, gt=0)  # finite-difference step for normals (scene units): larger = smoother shading
 
 
 class NeRFField(nn.Module):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..config import bounded
+
 # Instant-NGP's spatial hash primes (the first is 1: coherent along x)
 _PRIMES = (1, 2654435761, 805459861)
 # "auto": the C++ kernel (cpp/hash_grid.cpp) for CPU tensors, the PyTorch reference otherwise
@@ -16,11 +18,11 @@ _BACKENDS = ("auto", "cpp", "reference")
 
 @dataclass
 class HashGridConfig:
-    levels: int = 8
-    features_per_level: int = 2
-    log2_table_size: int = 15
-    base_resolution: int = 16
-    max_resolution: int = 128
+    levels: int = bounded(8, ge=1, le=32)
+    features_per_level: int = bounded(2, ge=1, le=8)
+    log2_table_size: int = bounded(15, ge=4, le=24)
+    base_resolution: int = bounded(16, ge=1, le=4096)
+    max_resolution: int = bounded(128, ge=1, le=65536)
 
 
 class HashGrid(nn.Module):

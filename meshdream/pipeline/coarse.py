@@ -16,7 +16,7 @@ import torch
 
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
 from ..checkpoint import remove_stale_temporaries, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..config import from_dict, merge, save_config, stage_config, to_dict
+from ..config import SEED_MAX, bounded, from_dict, merge, save_config, stage_config, to_dict
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..guidance.base import check_prompt
@@ -32,31 +32,31 @@ from ..training import end_of_step, optimizer_step, progress_bar, ramp, resolve_
 @dataclass
 class OccupancyConfig:
     enabled: bool = True
-    resolution: int = 32
-    update_every: int = 16
+    resolution: int = bounded(32, ge=2, le=512)
+    update_every: int = bounded(16, ge=1)
     threshold: float = 0.5  # density below which a cell is skipped
-    decay: float = 0.9
+    decay: float = bounded(0.9, ge=0, le=1)
 
 
 @dataclass
 class CoarseConfig:
     """Defaults: the embedded prior on a CPU (configs/coarse.yaml). GPU presets: configs/coarse-sd.yaml, coarse-if.yaml."""
 
-    iters: int = 400
-    seed: int = 0
-    batch_size: int = 1  # views per step
-    resolution: Optional[int] = None  # render size; None: the guidance model's resolution
-    supersample: int = 1  # render at resolution * supersample, then average down
-    num_samples: int = 32  # samples per ray
-    bound: float = 1.0  # scene cube [-bound, bound]^3
-    lr: float = 0.005
+    iters: int = bounded(400, ge=1)
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
+    batch_size: int = bounded(1, ge=1, le=256)  # views per step
+    resolution: Optional[int] = bounded(None, ge=8, le=4096)  # render size; None: the guidance model's resolution
+    supersample: int = bounded(1, ge=1, le=8)  # render at resolution * supersample, then average down
+    num_samples: int = bounded(32, ge=1, le=4096)  # samples per ray
+    bound: float = bounded(1.0, gt=0)  # scene cube [-bound, bound]^3
+    lr: float = bounded(0.005, gt=0)
     background: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # solid colour (the embedded prior is trained on white)
     orientation_weight: Tuple[float, float] = (0.0, 10.0)  # linear ramp over the run (steps with normals only)
     sparsity_weight: Tuple[float, float] = (0.0, 0.5)
-    checkpoint_every: int = 50
-    preview_every: int = 100
-    preview_views: int = 6
-    preview_resolution: int = 48
+    checkpoint_every: int = bounded(50, ge=1)
+    preview_every: int = bounded(100, ge=0)  # 0: no previews
+    preview_views: int = bounded(6, ge=1, le=64)
+    preview_resolution: int = bounded(48, ge=8, le=2048)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
     # a coarse grid (4 levels up to 32^3) keeps a 32 px prior from carving spikes; GPU presets use 16 levels

@@ -22,7 +22,7 @@ from ..asset import WRITERS, Asset, write_files
 from ..bake import bake_texture, bake_vertex_colours
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
 from ..checkpoint import remove_stale_temporaries, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..config import from_dict, merge, save_config, stage_config, to_dict
+from ..config import SEED_MAX, bounded, from_dict, merge, save_config, stage_config, to_dict
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..mesh_render import render_mesh
@@ -37,22 +37,22 @@ from ..uv import unwrap
 class RefineConfig:
     """Defaults: the embedded prior on a CPU (configs/refine.yaml); configs/refine-sd.yaml for SD on a GPU."""
 
-    iters: int = 200
-    seed: int = 0
-    batch_size: int = 2
-    resolution: Optional[int] = None  # render size; None: the guidance model's resolution
-    supersample: int = 2  # render at resolution * supersample, average down (smoother edges and texture)
-    texture_size: int = 256
-    lr_texture: float = 0.02  # on texture logits
-    lr_vertices: float = 0.0005  # on vertex offsets (scene units)
+    iters: int = bounded(200, ge=1)
+    seed: int = bounded(0, ge=0, le=SEED_MAX)
+    batch_size: int = bounded(2, ge=1, le=256)
+    resolution: Optional[int] = bounded(None, ge=8, le=4096)  # render size; None: the guidance model's resolution
+    supersample: int = bounded(2, ge=1, le=8)  # render at resolution * supersample, average down (smoother edges and texture)
+    texture_size: int = bounded(256, ge=16, le=8192)
+    lr_texture: float = bounded(0.02, ge=0)  # on texture logits
+    lr_vertices: float = bounded(0.0005, ge=0)  # on vertex offsets (scene units)
     laplacian_weight: Tuple[float, float] = (200.0, 200.0)  # linear ramps over the run
     normal_weight: Tuple[float, float] = (50.0, 50.0)
-    max_faces: int = 20000  # decimate a denser coarse mesh before unwrapping
+    max_faces: int = bounded(20000, ge=4)  # decimate a denser coarse mesh before unwrapping
     background: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    checkpoint_every: int = 50
-    preview_every: int = 100
-    preview_views: int = 6
-    preview_resolution: int = 96
+    checkpoint_every: int = bounded(50, ge=1)
+    preview_every: int = bounded(100, ge=0)  # 0: no previews
+    preview_views: int = bounded(6, ge=1, le=64)
+    preview_resolution: int = bounded(96, ge=8, le=2048)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
     shading: ShadingConfig = field(default_factory=lambda: ShadingConfig(albedo_only_steps=0))
