@@ -83,3 +83,14 @@ def test_unwritable_output_fails_before_any_work(tmp_path, tiny_configs):
         r = CliRunner().invoke(cli, args)
         assert r.exit_code == 2 and "not writable" in r.output
         assert time.time() - t < 5
+
+
+def test_non_finite_guidance_gradient_stops_the_run_with_t_and_scale(tmp_path, tiny_configs):
+    """A huge but finite guidance scale overflows the guided eps to inf: the run stops, it does not zero the gradient."""
+    cfg = yaml.safe_load(open(tiny_configs["coarse"]))
+    cfg["guidance"]["guidance_scale"] = 1e300
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "run"), "--config", str(path), "--quiet"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "guidance gradient is not finite" in r.output and "t = " in r.output and "guidance scale 1e+300" in r.output

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..cameras import VIEW_LABELS, view_label, view_prompt
 from ..config import bounded
-from ..errors import UserInputError
+from ..errors import MeshdreamError, UserInputError
 
 
 @dataclass
@@ -133,6 +133,20 @@ def guided_eps(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: torc
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
+class NonFiniteGuidanceError(MeshdreamError):
+    """The SDS gradient has NaN or infinite elements; the stage loop adds the step to the message."""
+
+    def __init__(self, t: torch.Tensor, num_timesteps: int, guidance_scale: float, grad: torch.Tensor):
+        bad = int((~torch.isfinite(grad)).sum())
+        self.timesteps = [int(x) for x in t.tolist()]
+        self.guidance_scale = guidance_scale
+        super().__init__(
+            f"the guidance gradient is not finite ({bad} of {grad.numel()} elements NaN or infinite) at timestep(s) "
+            f"t = {', '.join(str(x) for x in self.timesteps)} of {num_timesteps} with guidance scale {guidance_scale:g}; "
+            "the step was not applied. Lower guidance.guidance_scale in the config; with half precision on CUDA, try "
+            "guidance.half_precision: false")
+
+
 def sds_from_model(
     x: torch.Tensor,
     cond: torch.Tensor,
@@ -156,7 +170,8 @@ def sds_from_model(
     with torch.no_grad():
         eps_pred = guided_eps(x, t, noise, cond, uncond, predict_eps, alphas_cumprod, settings.guidance_scale)
         grad = (1 - a) * (eps_pred - noise)  # w(t) = 1 - alpha_bar(t) (DreamFusion)
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        if not torch.isfinite(grad).all():  # never zero it silently: the run would go on without guidance
+            raise NonFiniteGuidanceError(t, alphas_cumprod.shape[0], settings.guidance_scale, grad)
         if grad_clip is not None:
             grad = grad.clamp(-grad_clip, grad_clip)
     target = (x.float() - grad).detach()
