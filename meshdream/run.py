@@ -11,14 +11,82 @@ RUN/
   refine/mesh.obj, refine/mesh.mtl, refine/texture.png   refined textured mesh
   export/model.glb …        exported assets
   turntable.gif             turntable of the final asset (generate)
+  .meshdream-run            marks the folder as a RUN (meshdream writes only into RUN folders)
+  .meshdream.lock           held (filelock) by the one process writing the RUN; .meshdream.lock.json says who
+
+Only one process writes a RUN at a time: every stage holds :func:`run_lock` while it writes, and a
+second process gets a RunLockedError naming the holder's pid, host and stage.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-from .errors import UserInputError
+from .errors import MeshdreamError, UserInputError
+
+MARKER = ".meshdream-run"
+LOCK = ".meshdream.lock"
+LOCK_INFO = ".meshdream.lock.json"
+_STAGE_FOLDERS = ("coarse", "refine", "export")
+
+
+class RunLockedError(MeshdreamError):
+    """Another process is writing the RUN."""
+
+
+_held: dict[str, list] = {}  # RUN (resolved path) -> [FileLock, depth, stage] held by this process
+
+
+@contextlib.contextmanager
+def run_lock(root: str | os.PathLike, stage: str) -> Iterator[None]:
+    """Hold RUN's exclusive lock while ``stage`` writes it. Re-entrant within a process (generate holds it
+    around its stages); a lock held by another process is a RunLockedError naming the holder. The OS
+    releases the lock when its holder dies, so a killed run never leaves RUN locked."""
+    from filelock import FileLock, Timeout
+
+    key = str(Path(root).resolve())
+    if key in _held:
+        _held[key][1] += 1
+        try:
+            yield
+        finally:
+            _held[key][1] -= 1
+        return
+    lock = FileLock(os.path.join(key, LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLockedError(f"RUN {str(root)!r} is in use: {_holder(key)}; wait for it to finish, or write to another "
+                             "folder with --out") from None
+    except OSError as e:
+        raise UserInputError(f"cannot lock RUN {str(root)!r}: {e.strerror or e}") from None
+    _held[key] = [lock, 1, stage]
+    info = os.path.join(key, LOCK_INFO)
+    try:
+        from .checkpoint import atomic_write_bytes
+
+        atomic_write_bytes(info, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
+                                             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode())
+        yield
+    finally:
+        del _held[key]
+        with contextlib.suppress(OSError):
+            os.unlink(info)
+        lock.release()
+
+
+def _holder(root: str) -> str:
+    try:
+        d = json.loads(Path(root, LOCK_INFO).read_text())
+        return f"process {d['pid']} on host {d['host']} is running the {d['stage']} stage (since {d['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process holds its lock (it is just starting or finishing)"
 
 
 @dataclass(frozen=True)
@@ -27,18 +95,27 @@ class RunDir:
 
     @classmethod
     def create(cls, path: str | os.PathLike) -> "RunDir":
-        """Make (or reuse) RUN and check it is writable before any work starts."""
+        """Make (or reuse) RUN and check it is writable before any work starts. An existing folder that is not
+        empty and not a RUN is refused: meshdream would overwrite and delete files in it."""
         root = Path(path)
         if root.exists() and not root.is_dir():
             raise UserInputError(f"output {str(root)!r} exists and is not a folder")
+        if root.is_dir() and not is_run(root) and any(root.iterdir()):
+            raise UserInputError(f"output folder {str(root)!r} already holds files and is not a meshdream RUN; "
+                                 "choose a new or empty folder for --out")
         try:
             root.mkdir(parents=True, exist_ok=True)
             probe = root / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
+            (root / MARKER).touch()
         except OSError as e:
             raise UserInputError(f"output folder {str(root)!r} is not writable: {e.strerror or e}") from None
         return cls(root)
+
+    def lock(self, stage: str):
+        """``with run.lock("coarse"):`` — see :func:`run_lock`."""
+        return run_lock(self.root, stage)
 
     @classmethod
     def existing(cls, path: str | os.PathLike) -> "RunDir":
@@ -110,3 +187,8 @@ def write_prompt(run: RunDir, info: dict) -> None:
     from .checkpoint import atomic_write_bytes
 
     atomic_write_bytes(run.prompt_file, yaml.safe_dump(info, sort_keys=False).encode())
+
+
+def is_run(root: Path) -> bool:
+    """A RUN folder: marked, or (made before the marker existed) holding a stage folder."""
+    return (root / MARKER).is_file() or any((root / name / "config.yaml").is_file() for name in _STAGE_FOLDERS[:2])

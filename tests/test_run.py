@@ -1,0 +1,67 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from meshdream.errors import UserInputError
+from meshdream.run import RunDir, RunLockedError, run_lock
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from meshdream.run import run_lock
+    with run_lock(sys.argv[1], "coarse"):
+        print("held", flush=True)
+        time.sleep(60)
+""")
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """Another process holding RUN's lock for its coarse stage."""
+    run = RunDir.create(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run.root)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    yield run, proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_second_process_is_refused_naming_the_holder(holder):
+    run, proc = holder
+    with pytest.raises(RunLockedError, match=rf"process {proc.pid} on host {socket.gethostname()} is running the coarse stage"):
+        with run_lock(run.root, "refine"):
+            pass
+
+
+def test_the_lock_dies_with_its_holder(holder):
+    run, proc = holder
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with run_lock(run.root, "refine"):
+        pass
+
+
+def test_lock_is_reentrant_within_a_process(tmp_path):
+    run = RunDir.create(tmp_path / "run")
+    with run_lock(run.root, "generate"):
+        with run_lock(run.root, "coarse"):
+            pass
+        with run_lock(run.root, "refine"):
+            pass
+    assert not (run.root / ".meshdream.lock.json").exists()
+
+
+def test_a_non_run_folder_with_files_is_refused(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "turntable.gif").write_bytes(b"mine")
+    with pytest.raises(UserInputError, match="not a meshdream RUN"):
+        RunDir.create(folder)
+    assert os.listdir(folder) == ["turntable.gif"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert RunDir.create(empty).root == empty and RunDir.create(empty)  # an empty folder becomes a RUN, and stays one
