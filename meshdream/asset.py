@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 
 from .errors import UserInputError
-from .run import RunDir, read_prompt
+from .run import RunDir, read_prompt, read_yaml, reading, rerun
 
 GENERATOR = "meshdream"
 
@@ -61,12 +61,10 @@ def normals_of(asset: Asset) -> np.ndarray:
 
 def run_extras(run: RunDir) -> dict:
     """prompt, negative prompt, seed and the stages' settings of RUN, as far as they exist."""
-    import yaml
-
     extras: dict = {}
     try:
         info = read_prompt(run)
-    except UserInputError:
+    except UserInputError:  # no coarse result (CorruptRunFileError stops the export)
         info = {}
     for key in ("prompt", "negative_prompt", "seed"):
         if info.get(key) not in (None, ""):
@@ -75,7 +73,7 @@ def run_extras(run: RunDir) -> dict:
     for stage in ("coarse", "refine"):
         path = run.root / stage / "config.yaml"
         if path.is_file():
-            settings[stage] = yaml.safe_load(path.read_text()) or {}
+            settings[stage] = read_yaml(path, rerun(run, stage))
     if settings:
         extras["settings"] = settings
     return extras
@@ -87,19 +85,38 @@ def load_asset(run: RunDir) -> Asset:
     from PIL import Image
 
     if run.refined_mesh.is_file() and run.refined_texture.is_file():
-        mesh = trimesh.load(run.refined_mesh, process=False, force="mesh")
-        uvs = np.asarray(mesh.visual.uv, dtype=np.float32)
-        texture = np.asarray(Image.open(run.refined_texture).convert("RGB"))
+        remedy = rerun(run, "refine")
+        with reading(run.refined_mesh, remedy):
+            mesh = trimesh.load(run.refined_mesh, process=False, force="mesh")
+            uvs = np.asarray(mesh.visual.uv, dtype=np.float32)
+            check_mesh(mesh.vertices, mesh.faces, uvs)
+        with reading(run.refined_texture, remedy):
+            texture = np.asarray(Image.open(run.refined_texture).convert("RGB"))
+            if texture.shape[0] < 1 or texture.shape[1] < 1:
+                raise ValueError("empty image")
         return Asset(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64), uvs=uvs, texture=texture,
                      extras=run_extras(run))
     if run.coarse_mesh.is_file():
         warnings.warn(f"RUN {str(run.root)!r} has no refine result; exporting the coarse mesh with vertex colours "
                       "(run `meshdream refine RUN` for a textured asset)", stacklevel=3)
-        mesh = trimesh.load(run.coarse_mesh, process=False, force="mesh")
-        colours = np.asarray(mesh.visual.vertex_colors, dtype=np.uint8)[:, :3]
+        with reading(run.coarse_mesh, rerun(run, "coarse")):
+            mesh = trimesh.load(run.coarse_mesh, process=False, force="mesh")
+            colours = np.asarray(mesh.visual.vertex_colors, dtype=np.uint8)[:, :3]
+            check_mesh(mesh.vertices, mesh.faces, colours)
         return Asset(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64), colours=colours,
                      extras=run_extras(run))
     raise UserInputError(f"RUN {str(run.root)!r} has neither a refined nor a coarse mesh; run `meshdream generate PROMPT --out {run.root}`")
+
+
+def check_mesh(vertices, faces, per_vertex=None) -> None:
+    """A mesh a stage wrote: at least one face, finite vertices, face indices in range, one uv / colour per vertex."""
+    v, f = np.asarray(vertices), np.asarray(faces)
+    if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
+        raise ValueError(f"no triangles (vertices {v.shape}, faces {f.shape})")
+    if not np.isfinite(v).all() or f.min() < 0 or f.max() >= len(v):
+        raise ValueError("non-finite vertices or face indices out of range")
+    if per_vertex is not None and len(per_vertex) != len(v):
+        raise ValueError(f"{len(per_vertex)} uvs / colours for {len(v)} vertices")
 
 
 def sample_texture(texture: np.ndarray, uvs: np.ndarray) -> np.ndarray:

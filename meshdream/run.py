@@ -171,13 +171,54 @@ class RunDir:
         return p
 
 
-def read_prompt(run: RunDir) -> dict:
-    """prompt, negative_prompt and seed of RUN (written by its coarse stage)."""
+class CorruptRunFileError(MeshdreamError):
+    """A file of a RUN cannot be read or does not hold what the stage that wrote it writes."""
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, remedy: str) -> Iterator[None]:
+    """Turn any failure while parsing the RUN file ``path`` into a CorruptRunFileError naming the file and
+    ``remedy`` (what to rerun). Parsers of damaged files raise all kinds of errors; none is the user's bug."""
+    try:
+        yield
+    except MeshdreamError:
+        raise
+    except Exception as e:
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise CorruptRunFileError(f"RUN file {str(path)!r} is corrupted or unreadable ({type(e).__name__}"
+                                  f"{': ' + detail if detail else ''}); {remedy}") from None
+
+
+def rerun(run: "RunDir", stage: str) -> str:
+    """What to do when ``stage``'s files in RUN are unusable: the command that makes them again."""
+    command = {"coarse": f"meshdream coarse PROMPT --out {run.root}", "refine": f"meshdream refine {run.root}",
+               "export": f"meshdream export {run.root}"}[stage]
+    return f"run the {stage} stage again: `{command}`"
+
+
+def read_yaml(path: str | os.PathLike, remedy: str) -> dict:
+    """A YAML mapping written by a stage, or CorruptRunFileError naming the file."""
     import yaml
 
+    with reading(path, remedy):
+        data = yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping, got {type(data).__name__}")
+        return data
+
+
+def read_prompt(run: RunDir) -> dict:
+    """prompt, negative_prompt and seed of RUN (written by its coarse stage)."""
     if not run.prompt_file.is_file():
         raise UserInputError(f"RUN {str(run.root)!r} has no coarse result; run `meshdream coarse PROMPT --out {run.root}` first")
-    return yaml.safe_load(run.prompt_file.read_text())
+    remedy = rerun(run, "coarse")
+    info = read_yaml(run.prompt_file, remedy)
+    with reading(run.prompt_file, remedy):
+        if not isinstance(info.get("prompt"), str) or not info["prompt"].strip():
+            raise ValueError("no prompt in it")
+        if not isinstance(info.get("negative_prompt") or "", str):
+            raise ValueError("negative_prompt is not text")
+    return info
 
 
 def write_prompt(run: RunDir, info: dict) -> None:

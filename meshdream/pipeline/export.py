@@ -3,6 +3,7 @@ the asset writers' table (meshdream.asset.WRITERS: GLB / glTF / OBJ + MTL + PNG 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,9 @@ def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.Path
         raise UserInputError(f"--output {str(path)!r} is a folder; give a file name such as model.{format}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()  # writable? (checked before any work)
     except OSError as e:
-        raise UserInputError(f"cannot create the output folder {str(path.parent)!r}: {e.strerror or e}") from None
+        raise UserInputError(f"cannot write to the output folder {str(path.parent)!r}: {e.strerror or e}") from None
     asset = load_asset(run_dir)
     if faces is not None:
         asset = decimate(asset, faces)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import raster as dr
-from ..asset import WRITERS, Asset, write_files
+from ..asset import WRITERS, Asset, check_mesh, write_files
 from ..bake import bake_texture, bake_vertex_colours
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
 from ..checkpoint import remove_stale_temporaries, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -27,7 +27,7 @@ from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..mesh_render import render_mesh
 from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
-from ..run import RunDir, read_prompt
+from ..run import CorruptRunFileError, RunDir, read_prompt, read_yaml, reading, rerun
 from ..shading import ShadingConfig
 from ..training import end_of_step, optimizer_step, progress_bar, ramp, resolve_device, save_strip, shading_for_step
 from ..uv import unwrap
@@ -75,9 +75,12 @@ def _load_coarse(run: RunDir, cfg: RefineConfig, ctx, device) -> tuple[RefineSta
 
     from ..mesh import clean_mesh
 
-    mesh = trimesh.load(run.coarse_mesh, process=False, force="mesh")
-    v = np.asarray(mesh.vertices, dtype=np.float32)
-    f = np.asarray(mesh.faces, dtype=np.int64)
+    with reading(run.coarse_mesh, rerun(run, "coarse")):
+        mesh = trimesh.load(run.coarse_mesh, process=False, force="mesh")
+        v = np.asarray(mesh.vertices, dtype=np.float32)
+        f = np.asarray(mesh.faces, dtype=np.int64)
+        if len(f):
+            check_mesh(v, f)
     colours = None
     if getattr(mesh.visual, "vertex_colors", None) is not None and len(mesh.visual.vertex_colors) == len(v):
         colours = np.asarray(mesh.visual.vertex_colors, dtype=np.float32)[:, :3] / 255.0
@@ -232,10 +235,12 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
 
 def stage_config_guidance(run: RunDir) -> str | None:
     """The guidance model name the coarse stage of RUN used."""
-    import yaml
-
     path = run.coarse / "config.yaml"
     if not path.is_file():
         return None
-    data = yaml.safe_load(path.read_text()) or {}
-    return (data.get("guidance") or {}).get("name")
+    data = read_yaml(path, rerun(run, "coarse"))
+    name = (data.get("guidance") or {}).get("name") if isinstance(data.get("guidance") or {}, dict) else None
+    if name is not None and not isinstance(name, str):
+        raise CorruptRunFileError(f"RUN file {str(path)!r} names no guidance model (guidance.name: {name!r}); "
+                                  f"{rerun(run, 'coarse')}")
+    return name
