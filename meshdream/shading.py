@@ -6,13 +6,10 @@ albedo so SDS must explain the image by geometry alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 import torch
 
 from .config import bounded
 
-ShadingMode = Literal["albedo", "lambertian", "textureless"]
 SHADING_MODES = ("albedo", "lambertian", "textureless")
 
 
@@ -51,3 +48,24 @@ def shade(
     lambert = (normal * light_dir).sum(-1, keepdim=True).clamp_min(0.0)
     base = torch.ones_like(albedo) if mode == "textureless" else albedo
     return (base * (ambient + diffuse * lambert)).clamp(0.0, 1.0)
+
+
+def choose_shading(probabilities: dict, generator: torch.Generator) -> str:
+    """Pick a shading mode with the given (unnormalised) probabilities, from ``generator``."""
+    names = [k for k, v in probabilities.items() if v > 0]
+    weights = torch.tensor([probabilities[k] for k in names], dtype=torch.float64)
+    u = float(torch.rand((), generator=generator, dtype=torch.float64)) * float(weights.sum())
+    acc = 0.0
+    for name, w in zip(names, weights.tolist()):
+        acc += w
+        if u < acc:
+            return name
+    return names[-1]
+
+
+def shading_for_step(shading, step: int, generator: torch.Generator) -> str:
+    """Albedo only for the first ``shading.albedo_only_steps``, then a random mode by the config's odds
+    (``shading`` has fields albedo, lambertian, textureless, albedo_only_steps)."""
+    if step < shading.albedo_only_steps:
+        return choose_shading({"albedo": 1.0}, generator)
+    return choose_shading({"albedo": shading.albedo, "lambertian": shading.lambertian, "textureless": shading.textureless}, generator)

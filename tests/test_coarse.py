@@ -7,8 +7,8 @@ from meshdream.checkpoint import load_checkpoint
 from meshdream.cli import cli
 from meshdream.config import load_config, to_dict
 from meshdream.errors import UserInputError
-from meshdream.pipeline import coarse as coarse_mod
 from meshdream.pipeline.coarse import CoarseConfig, coarse
+from meshdream.stage_loop import ResumeWarning, step_hook
 
 
 def test_default_config_matches_configs_yaml():
@@ -40,35 +40,45 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_after_a_kill_ends_with_the_same_parameters(tmp_path, tiny_configs, monkeypatch):
+def die_after(stage_name: str, steps: int):
+    """A step hook that "kills" the run once ``stage_name`` has done ``steps`` steps."""
+
+    def hook(stage: str, done: int) -> None:
+        if stage == stage_name and done == steps:
+            raise _Killed()
+
+    return step_hook(hook)
+
+
+def test_resume_after_a_kill_ends_with_the_same_parameters(tmp_path, tiny_configs):
     coarse("a red cube", tmp_path / "full", config=tiny_configs["coarse"], progress=False)
     full = load_checkpoint(tmp_path / "full" / "coarse" / "field.pt")["field"]["state"]
 
-    real_bar = coarse_mod.progress_bar
-
-    def dying_bar(*args, **kwargs):  # fault injection: the process "dies" after its 5th step
-        bar = real_bar(*args, **kwargs)
-        update = bar.update
-        steps = [0]
-
-        def update_or_die(n=1):
-            update(n)
-            steps[0] += n
-            if steps[0] == 5:
-                raise _Killed()
-
-        bar.update = update_or_die
-        return bar
-
-    monkeypatch.setattr(coarse_mod, "progress_bar", dying_bar)
-    with pytest.raises(_Killed):
+    with die_after("coarse", 5), pytest.raises(_Killed):  # fault injection: the process "dies" after its 5th step
         coarse("a red cube", tmp_path / "resumed", config=tiny_configs["coarse"], progress=False)
     assert load_checkpoint(tmp_path / "resumed" / "coarse" / "checkpoint.pt")["step"] == 4
-    monkeypatch.setattr(coarse_mod, "progress_bar", real_bar)
     coarse("a red cube", tmp_path / "resumed", resume=True, progress=False)
     resumed = load_checkpoint(tmp_path / "resumed" / "coarse" / "field.pt")["field"]["state"]
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_step_hook_sees_every_step(tmp_path, tiny_configs):
+    seen = []
+    with step_hook(lambda stage, done: seen.append((stage, done))):
+        coarse("a red cube", tmp_path / "run", config=tiny_configs["coarse"], progress=False)
+    assert seen == [("coarse", n) for n in range(1, 7)]
+
+
+def test_resume_names_the_overrides_it_ignores(tmp_path, tiny_configs):
+    with die_after("coarse", 3), pytest.raises(_Killed):
+        coarse("a red cube", tmp_path / "run", config=tiny_configs["coarse"], progress=False)
+    with pytest.warns(ResumeWarning, match="ignoring config, seed, guidance") as record:
+        coarse("a red cube", tmp_path / "run", config=tiny_configs["coarse"], seed=7, guidance="embedded", iters=8,
+               resume=True, progress=False)
+    assert "iters" not in str(record[0].message).split("ignoring")[1].split("(")[0]
+    ck = load_checkpoint(tmp_path / "run" / "coarse" / "checkpoint.pt")
+    assert ck["step"] == 8 and ck["config"]["iters"] == 8 and ck["config"]["seed"] == 0  # iters honoured, seed kept
 
 
 def test_resume_of_a_finished_run_returns_its_mesh(coarse_run):

@@ -12,9 +12,9 @@ from meshdream.cli import cli
 from meshdream.config import load_config, to_dict
 from meshdream.errors import UserInputError
 from meshdream.mesh_render import render_mesh
-from meshdream.pipeline import refine as refine_mod
 from meshdream.pipeline.refine import RefineConfig, refine
 from meshdream.regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
+from meshdream.stage_loop import ResumeWarning, step_hook
 from meshdream.uv import unwrap
 
 CPU = dr.get_context("cpu")
@@ -125,32 +125,22 @@ def test_refine_end_to_end_and_outputs(coarse_run, tiny_configs, tmp_path):
     assert (run / "refine" / "texture.png").is_file() and (run / "refine" / "previews" / "final.png").is_file()
 
 
-def test_refine_resume_is_exact(coarse_run, tiny_configs, tmp_path, monkeypatch):
+def test_refine_resume_is_exact(coarse_run, tiny_configs, tmp_path):
     import shutil
 
     for name in ("a", "b"):
         shutil.copytree(coarse_run, tmp_path / name)
     refine(tmp_path / "a", config=tiny_configs["refine"], progress=False)
-    real = refine_mod.progress_bar
 
-    def dying(*args, **kwargs):
-        bar = real(*args, **kwargs)
-        update, steps = bar.update, [0]
+    def die(stage: str, done: int) -> None:  # fault injection: the process "dies" after its 3rd step
+        if stage == "refine" and done == 3:
+            raise RuntimeError("killed")
 
-        def upd(n=1):
-            update(n)
-            steps[0] += n
-            if steps[0] == 3:
-                raise RuntimeError("killed")
-
-        bar.update = upd
-        return bar
-
-    monkeypatch.setattr(refine_mod, "progress_bar", dying)
-    with pytest.raises(RuntimeError, match="killed"):
+    with step_hook(die), pytest.raises(RuntimeError, match="killed"):
         refine(tmp_path / "b", config=tiny_configs["refine"], progress=False)
-    monkeypatch.setattr(refine_mod, "progress_bar", real)
-    refine(tmp_path / "b", resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "b" / "refine" / "checkpoint.pt")["step"] == 2
+    with pytest.warns(ResumeWarning, match="ignoring seed, texture_size"):  # the same rule as the coarse stage
+        refine(tmp_path / "b", resume=True, seed=5, texture_size=64, progress=False)
     a = load_checkpoint(tmp_path / "a" / "refine" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "b" / "refine" / "checkpoint.pt")
     assert torch.equal(a["offsets"], b["offsets"]) and torch.equal(a["texture_logits"], b["texture_logits"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
@@ -15,8 +14,9 @@ from typing import Optional, Tuple
 import torch
 
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
-from ..checkpoint import remove_stale_temporaries, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..config import SEED_MAX, bounded, from_dict, merge, save_config, stage_config, to_dict
+from ..checkpoint import save_checkpoint
+from ..config import SEED_MAX, bounded
+from ..device import resolve_device
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..guidance.base import check_prompt
@@ -24,9 +24,10 @@ from ..nerf.extract import ExtractConfig, extract_mesh
 from ..nerf.field import FieldConfig, NeRFField, save_field_state
 from ..nerf.hash_grid import HashGridConfig
 from ..nerf.volume_render import OccupancyGrid, orientation_loss, render_cameras, sparsity_loss
+from ..previews import save_strip
 from ..run import RunDir, write_prompt
-from ..shading import ShadingConfig
-from ..training import end_of_step, optimizer_step, progress_bar, ramp, resolve_device, save_strip, shading_for_step
+from ..shading import ShadingConfig, shading_for_step
+from ..stage_loop import StageLoop, prepare_folder, ramp, seeded_generator, start_stage
 
 
 @dataclass
@@ -67,10 +68,7 @@ class CoarseConfig:
 
 
 def _overrides(iters, seed, guidance) -> dict:
-    out: dict = {"iters": iters, "seed": seed}
-    if guidance is not None:
-        out["guidance"] = {"name": guidance}
-    return out
+    return {"iters": iters, "seed": seed, "guidance": None if guidance is None else {"name": guidance}}
 
 
 @torch.no_grad()
@@ -87,61 +85,48 @@ def render_preview(field_: NeRFField, cfg: CoarseConfig, device: torch.device, o
 def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
            seed: int | None = None, device: str | None = None, resume: bool = False, negative_prompt: str | None = None,
            progress: bool = True) -> Path:
-    """Optimise a NeRF for ``prompt`` by SDS and extract its mesh. Returns RUN/coarse/mesh.ply."""
+    """Optimise a NeRF for ``prompt`` by SDS and extract its mesh. Returns RUN/coarse/mesh.ply.
+
+    With ``resume``, continues RUN's coarse checkpoint (see :mod:`meshdream.stage_loop` for which options
+    a resume honours)."""
     prompt = check_prompt(prompt)
     run = RunDir.create(out)
     stage = run.coarse
-    ckpt_path = stage / "checkpoint.pt"
-    state = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise UserInputError(f"--resume: {str(ckpt_path)!r} does not exist; start without --resume")
-        state = load_checkpoint(ckpt_path)
+    start = start_stage("coarse", stage, CoarseConfig, config, _overrides(iters, seed, guidance), resume)
+    cfg, state = start.cfg, start.saved
+    if state is not None:
         if state.get("prompt") != prompt:
             raise UserInputError(f"--resume: RUN {str(run.root)!r} was made for the prompt {state.get('prompt')!r}, not {prompt!r}")
-        cfg = merge(from_dict(CoarseConfig, state["config"]), {k: v for k, v in _overrides(iters, None, None).items() if v is not None})
         negative_prompt = state.get("negative_prompt", negative_prompt)
-        if state.get("done") and run.coarse_mesh.is_file() and cfg.iters <= state["step"]:
+        if start.finished(run.coarse_mesh):
             return run.coarse_mesh
-    else:
-        cfg = stage_config(CoarseConfig, config, _overrides(iters, seed, guidance))
     dev = resolve_device(device)
-    stage.mkdir(parents=True, exist_ok=True)
-    (stage / "previews").mkdir(exist_ok=True)
-    remove_stale_temporaries(stage)  # left by a killed run
+    prepare_folder(stage)
 
     guide = load_guidance(cfg.guidance, dev)
     embeddings = guide.encode_prompt(prompt, negative_prompt)
     resolution = cfg.resolution or guide.resolution
 
-    torch.manual_seed(cfg.seed)
+    g = seeded_generator(cfg.seed)  # seeds the field's initial weights too
     field_ = NeRFField(cfg.nerf, cfg.bound).to(dev)
     optimizer = torch.optim.Adam(field_.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
     occupancy = OccupancyGrid(cfg.occupancy.resolution, cfg.bound, cfg.occupancy.decay, cfg.occupancy.threshold) if cfg.occupancy.enabled else None
-    g = torch.Generator().manual_seed(cfg.seed)  # every random draw of the loop comes from here
-    start = 0
     if state is not None:
         field_.load_state_dict(state["field"]["state"])
         optimizer.load_state_dict(state["optimizer"])
         if occupancy is not None and state.get("occupancy") is not None:
             occupancy.load_state_dict(state["occupancy"])
-        set_rng_state(state["rng"], g)
-        start = state["step"]
     meta = {"prompt": prompt, "negative_prompt": negative_prompt or "", "seed": cfg.seed}
-    save_config(cfg, stage / "config.yaml")
+    loop = StageLoop("coarse", stage, cfg, g, meta=meta, progress=progress,
+                     state=lambda: {"field": save_field_state(field_), "optimizer": optimizer.state_dict(),
+                                    "occupancy": occupancy.state_dict() if occupancy is not None else None})
+    loop.restore(state)
+    loop.save_config()
     write_prompt(run, meta)
 
-    def checkpoint(step: int, done: bool = False) -> None:
-        save_checkpoint(ckpt_path, {"stage": "coarse", "step": step, "done": done, "config": to_dict(cfg), **meta,
-                                    "field": save_field_state(field_), "optimizer": optimizer.state_dict(),
-                                    "occupancy": occupancy.state_dict() if occupancy is not None else None,
-                                    "rng": rng_state(g)})
-
     background = torch.tensor(cfg.background, device=dev)
-    bar = progress_bar(cfg.iters, start, progress, "coarse")
-    t0 = time.time()
-    for step in range(start, cfg.iters):
-        frac = step / max(1, cfg.iters - 1)
+
+    def compute_loss(step: int, frac: float) -> tuple[torch.Tensor, str]:
         if occupancy is not None and step % cfg.occupancy.update_every == 0:
             occupancy.update(field_.density, g)
         cams = sample_cameras(cfg.batch_size, cfg.cameras, g).to(dev)
@@ -154,18 +139,20 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
         sds = guide.sds_loss(images, embeddings, cams.azimuth, cams.elevation, frac, generator=g)
         loss = (sds.loss + ramp(cfg.orientation_weight, frac) * orientation_loss(rendered)
                 + ramp(cfg.sparsity_weight, frac) * sparsity_loss(rendered))
-        optimizer_step(optimizer, loss, step, "coarse")
-        end_of_step(bar, loss, mode, step + 1, cfg.iters, cfg.checkpoint_every, cfg.preview_every, checkpoint,
-                    lambda n: save_strip(render_preview(field_, cfg, dev, occupancy, "albedo"), stage / "previews" / f"step_{n:06d}.png"))
-    bar.close()
-    field_.eval()
-    save_strip(render_preview(field_, cfg, dev, occupancy), stage / "previews" / "final.png")
+        return loss, mode
+
+    def preview(path: Path, final: bool) -> None:
+        if final:
+            field_.eval()  # the final strip is lit; the ones along the way show the albedo
+        save_strip(render_preview(field_, cfg, dev, occupancy, "lambertian" if final else "albedo"), path)
+
+    loop.run(compute_loss, optimizer, preview)
     vertices, faces, colours = extract_mesh(field_, cfg.extract, cfg.bound, dev)
     _save_mesh(run.coarse_mesh, vertices, faces, colours)
     save_checkpoint(run.coarse_field, {"field": save_field_state(field_), **meta})
-    checkpoint(cfg.iters, done=True)
+    loop.finish()
     if progress:
-        print(f"coarse: {cfg.iters - start} steps in {time.time() - t0:.0f}s, mesh {len(vertices)} vertices / {len(faces)} faces")
+        print(f"coarse: {loop.summary()}, mesh {len(vertices)} vertices / {len(faces)} faces")
     return run.coarse_mesh
 
 

@@ -7,9 +7,7 @@ RUN/refine/mesh.obj + mesh.mtl + texture.png
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
@@ -21,15 +19,16 @@ from .. import raster as dr
 from ..asset import WRITERS, Asset, check_mesh, write_files
 from ..bake import bake_texture, bake_vertex_colours
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
-from ..checkpoint import remove_stale_temporaries, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from ..config import SEED_MAX, bounded, from_dict, merge, save_config, stage_config, to_dict
+from ..config import SEED_MAX, bounded
+from ..device import resolve_device
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..mesh_render import render_mesh
 from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
 from ..run import CorruptRunFileError, RunDir, read_prompt, read_yaml, reading, rerun
-from ..shading import ShadingConfig
-from ..training import end_of_step, optimizer_step, progress_bar, ramp, resolve_device, save_strip, shading_for_step
+from ..previews import save_strip
+from ..shading import ShadingConfig, shading_for_step
+from ..stage_loop import StageLoop, prepare_folder, ramp, seeded_generator, start_stage
 from ..uv import unwrap
 
 
@@ -127,59 +126,52 @@ def save_textured_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: 
 def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
            texture_size: int | None = None, seed: int | None = None, device: str | None = None, resume: bool = False,
            progress: bool = True) -> Path:
-    """Refine RUN's coarse mesh and texture by SDS. Returns RUN/refine/mesh.obj."""
+    """Refine RUN's coarse mesh and texture by SDS. Returns RUN/refine/mesh.obj.
+
+    With ``resume``, continues RUN's refine checkpoint (see :mod:`meshdream.stage_loop` for which options
+    a resume honours)."""
     run_dir = RunDir.existing(run)
     info = read_prompt(run_dir)
     if not run_dir.coarse_mesh.is_file():
         raise UserInputError(f"RUN {str(run_dir.root)!r} has no coarse result; run `meshdream coarse PROMPT --out {run_dir.root}` first")
     RunDir.create(run_dir.root)  # writable?
     stage = run_dir.refine
-    ckpt_path = stage / "checkpoint.pt"
-    overrides: dict = {"iters": iters, "seed": seed, "texture_size": texture_size}
-    if guidance is not None:
-        overrides["guidance"] = {"name": guidance}
-    saved = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise UserInputError(f"--resume: {str(ckpt_path)!r} does not exist; start without --resume")
-        saved = load_checkpoint(ckpt_path)
-        cfg = merge(from_dict(RefineConfig, saved["config"]), {"iters": iters} if iters else {})
-        if saved.get("done") and run_dir.refined_mesh.is_file() and cfg.iters <= saved["step"]:
-            return run_dir.refined_mesh
-    else:
-        if config is None and guidance is None:
-            # follow the coarse stage's guidance model unless told otherwise
-            coarse_cfg = stage_config_guidance(run_dir)
-            if coarse_cfg is not None:
-                overrides["guidance"] = {"name": coarse_cfg}
-        cfg = stage_config(RefineConfig, config, overrides)
+    overrides: dict = {"iters": iters, "seed": seed, "texture_size": texture_size,
+                       "guidance": None if guidance is None else {"name": guidance}}
+    if not resume and config is None and guidance is None:
+        # follow the coarse stage's guidance model unless told otherwise (not an override the user gave)
+        coarse_guidance = stage_config_guidance(run_dir)
+        if coarse_guidance is not None:
+            overrides["guidance"] = {"name": coarse_guidance}
+    start = start_stage("refine", stage, RefineConfig, config, overrides, resume)
+    cfg, saved = start.cfg, start.saved
+    if start.finished(run_dir.refined_mesh):
+        return run_dir.refined_mesh
     dev = resolve_device(device)
     ctx = dr.get_context(dev)
-    stage.mkdir(parents=True, exist_ok=True)
-    (stage / "previews").mkdir(exist_ok=True)
-    remove_stale_temporaries(stage)  # left by a killed run
+    prepare_folder(stage)
 
     guide = load_guidance(cfg.guidance, dev)
     embeddings = guide.encode_prompt(info["prompt"], info.get("negative_prompt") or None)
     resolution = (cfg.resolution or guide.resolution) * cfg.supersample
 
-    torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = seeded_generator(cfg.seed)
     if saved is not None:
         state = _state_from(saved["mesh"], dev)
         offsets = saved["offsets"].to(dev).requires_grad_(True)
         tex_logits = saved["texture_logits"].to(dev).requires_grad_(True)
-        start = saved["step"]
     else:
         state, texture = _load_coarse(run_dir, cfg, ctx, dev)
         offsets = torch.zeros_like(state.base, requires_grad=True)
         tex_logits = torch.logit(texture.clamp(0.02, 0.98)).detach().requires_grad_(True)
-        start = 0
     optimizer = torch.optim.Adam([{"params": [tex_logits], "lr": cfg.lr_texture}, {"params": [offsets], "lr": cfg.lr_vertices}])
     if saved is not None:
         optimizer.load_state_dict(saved["optimizer"])
-        set_rng_state(saved["rng"], g)
-    save_config(cfg, stage / "config.yaml")
+    loop = StageLoop("refine", stage, cfg, g, progress=progress,
+                     state=lambda: {"mesh": _state_dict(state), "offsets": offsets.detach().cpu(),
+                                    "texture_logits": tex_logits.detach().cpu(), "optimizer": optimizer.state_dict()})
+    loop.restore(saved)
+    loop.save_config()
     edges = torch.from_numpy(edges_of(state.welded_faces.cpu().numpy())).to(dev)
     pairs = torch.from_numpy(face_pairs(state.welded_faces.cpu().numpy())).to(dev)
 
@@ -187,25 +179,17 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
         verts = (state.base + offsets)[state.vmapping]
         return verts, torch.sigmoid(tex_logits)
 
-    def checkpoint(step: int, done: bool = False) -> None:
-        save_checkpoint(ckpt_path, {"stage": "refine", "step": step, "done": done, "config": to_dict(cfg),
-                                    "mesh": _state_dict(state), "offsets": offsets.detach().cpu(),
-                                    "texture_logits": tex_logits.detach().cpu(), "optimizer": optimizer.state_dict(),
-                                    "rng": rng_state(g)})
-
-    def preview(name: str) -> None:
+    def preview(path: Path, final: bool) -> None:
         with torch.no_grad():
             verts, tex = current()
             cams = turntable_cameras(cfg.preview_views, distance=sum(cfg.cameras.distance_range) / 2).to(dev)
             images, _ = render_mesh(ctx, verts, state.faces, state.uvs, tex, cams, cfg.preview_resolution, "lambertian",
                                     cfg.background, cfg.shading.ambient, cfg.shading.diffuse)
-            save_strip(images, stage / "previews" / name)
+            save_strip(images, path)
 
-    bar = progress_bar(cfg.iters, start, progress, "refine")
-    t0 = time.time()
     background = tuple(cfg.background)
-    for step in range(start, cfg.iters):
-        frac = step / max(1, cfg.iters - 1)
+
+    def compute_loss(step: int, frac: float) -> tuple[torch.Tensor, str]:
         cams = sample_cameras(cfg.batch_size, cfg.cameras, g).to(dev)
         mode = shading_for_step(cfg.shading, step, g)
         verts, tex = current()
@@ -217,19 +201,16 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
         welded = state.base + offsets
         loss = (sds.loss + ramp(cfg.laplacian_weight, frac) * laplacian_loss(offsets, edges)
                 + ramp(cfg.normal_weight, frac) * normal_consistency_loss(welded, state.welded_faces, pairs))
-        optimizer_step(optimizer, loss, step, "refine")
-        end_of_step(bar, loss, mode, step + 1, cfg.iters, cfg.checkpoint_every, cfg.preview_every, checkpoint,
-                    lambda n: preview(f"step_{n:06d}.png"))
-    bar.close()
-    preview("final.png")
+        return loss, mode
+
+    loop.run(compute_loss, optimizer, preview)
     with torch.no_grad():
         verts, tex = current()
     save_textured_obj(run_dir.refined_mesh, verts.cpu().numpy(), state.faces.cpu().numpy(), state.uvs.cpu().numpy(),
                       tex.cpu().numpy())
-    checkpoint(cfg.iters, done=True)
+    loop.finish()
     if progress:
-        print(f"refine: {cfg.iters - start} steps in {time.time() - t0:.0f}s, {len(state.faces)} faces, "
-              f"texture {cfg.texture_size}x{cfg.texture_size}")
+        print(f"refine: {loop.summary()}, {len(state.faces)} faces, texture {cfg.texture_size}x{cfg.texture_size}")
     return run_dir.refined_mesh
 
 

@@ -1,0 +1,220 @@
+"""One optimisation loop for every stage (coarse, refine): config and resume, seeding, the stage
+folder, atomic checkpoints, previews, the progress bar and step hooks.
+
+A stage supplies what differs (its parameters, one step's loss, its preview render and its final
+outputs); this module owns what must not differ between stages, so a resumed coarse run and a
+resumed refine run follow one rule:
+
+    start = start_stage("coarse", run.coarse, CoarseConfig, config, overrides, resume)   # cfg + saved state
+    g = seeded_generator(start.cfg.seed)                  # every random draw of the loop comes from g
+    loop = StageLoop("coarse", run.coarse, start.cfg, g, state=lambda: {...}, progress=progress)
+    loop.run(first_step, compute_loss, optimizer, preview)   # periodic checkpoints + previews, final preview
+    ... write the stage's outputs ...
+    loop.finish()                                         # the final checkpoint, marked done
+
+Resume rule: a resumed stage runs with the config saved in its checkpoint. ``iters`` is the one
+override it honours (to lengthen or shorten the run); every other override that was given (a config,
+seed, guidance, texture size ...) is ignored and named in a :class:`ResumeWarning`.
+
+Step hooks (:func:`step_hook`) are called after every finished step, after its checkpoint and
+preview; an exception raised by a hook stops the run there like a crash would (tests use this to
+"kill" a run at a chosen step).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, Type, TypeVar
+
+import torch
+
+from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
+from .config import from_dict, merge, save_config, stage_config, to_dict
+from .errors import MeshdreamError, UserInputError
+
+T = TypeVar("T")
+
+CHECKPOINT = "checkpoint.pt"
+PREVIEWS = "previews"
+
+
+class ResumeWarning(UserWarning):
+    """A resumed stage ignores an override (it keeps the config its checkpoint was made with)."""
+
+
+# ----------------------------------------------------------------------------------------- config
+
+@dataclass
+class StageStart:
+    """How a stage starts: the config it runs with and, when resuming, the checkpoint it continues."""
+
+    cfg: Any
+    saved: Optional[dict]  # the checkpoint's contents (None: a fresh start)
+
+    @property
+    def step(self) -> int:
+        """The first step to run."""
+        return 0 if self.saved is None else int(self.saved["step"])
+
+    def finished(self, output: Path) -> bool:
+        """True when a resumed stage already ran its ``cfg.iters`` steps and wrote ``output``."""
+        return (self.saved is not None and bool(self.saved.get("done")) and output.is_file()
+                and self.cfg.iters <= self.saved["step"])
+
+
+def start_stage(name: str, folder: Path, cls: Type[T], config, overrides: Mapping[str, Any], resume: bool) -> StageStart:
+    """The config and saved state a stage starts from.
+
+    Fresh: ``cls`` defaults < ``config`` (YAML path or dataclass) < ``overrides``. Resumed: the config saved
+    in ``folder/checkpoint.pt`` with ``overrides['iters']`` applied; ``config`` and every other override
+    given are ignored with a :class:`ResumeWarning` naming them. ``overrides`` maps config keys to values
+    (None: not given)."""
+    if not resume:
+        return StageStart(stage_config(cls, config, overrides), None)
+    path = folder / CHECKPOINT
+    if not path.is_file():
+        raise UserInputError(f"--resume: {str(path)!r} does not exist; start without --resume")
+    saved = load_checkpoint(path)
+    iters = overrides.get("iters")
+    cfg = merge(from_dict(cls, saved["config"]), {"iters": iters} if iters is not None else {})
+    ignored = [k for k, v in overrides.items() if k != "iters" and v is not None]
+    if config is not None:
+        ignored.insert(0, "config")
+    if ignored:
+        warnings.warn(f"{name}: resuming with the config saved in {str(path)!r}; ignoring {', '.join(ignored)} "
+                      "(only iters can change on --resume; start without --resume to use them)", ResumeWarning, stacklevel=3)
+    return StageStart(cfg, saved)
+
+
+def prepare_folder(folder: Path) -> None:
+    """Make the stage folder and its previews folder; drop half-written files a killed run left."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PREVIEWS).mkdir(exist_ok=True)
+    remove_stale_temporaries(folder)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (parameter initialisation) and return the generator the loop draws from."""
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------ step pieces
+
+def ramp(schedule: Tuple[float, float], progress: float) -> float:
+    """Linear schedule from schedule[0] at progress 0 to schedule[1] at progress 1."""
+    p = min(max(progress, 0.0), 1.0)
+    return schedule[0] + (schedule[1] - schedule[0]) * p
+
+
+def check_finite(loss: torch.Tensor, step: int, stage: str) -> None:
+    """Stop with a clear message instead of writing NaN parameters into the next checkpoint."""
+    if not torch.isfinite(loss).all():
+        raise MeshdreamError(
+            f"{stage}: the loss became {float(loss.detach())} at step {step}; the last good checkpoint is kept. "
+            "Try a lower learning rate or guidance scale (see configs/), then run again with --resume"
+        )
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: int, stage: str) -> None:
+    """Refuse a non-finite loss (before it reaches the parameters), then one optimiser step."""
+    check_finite(loss, step, stage)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def progress_bar(total: int, initial: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True, leave=True)
+
+
+# ------------------------------------------------------------------------------------- step hooks
+
+StepHook = Callable[[str, int], None]  # (stage name, steps done)
+_HOOKS: contextvars.ContextVar[Tuple[StepHook, ...]] = contextvars.ContextVar("meshdream_step_hooks", default=())
+
+
+@contextlib.contextmanager
+def step_hook(hook: StepHook) -> Iterator[None]:
+    """Call ``hook(stage, steps_done)`` after every step of every stage run inside the ``with`` block
+    (after that step's checkpoint and preview). An exception it raises ends the run at that point."""
+    token = _HOOKS.set(_HOOKS.get() + (hook,))
+    try:
+        yield
+    finally:
+        _HOOKS.reset(token)
+
+
+# ------------------------------------------------------------------------------------------- loop
+
+class StageLoop:
+    """Checkpoints, previews and the step loop of one stage.
+
+    ``cfg`` needs ``iters``, ``checkpoint_every`` and ``preview_every``; ``state()`` returns the stage's
+    own checkpoint entries (parameters, optimiser state ...), ``meta`` fixed entries (prompt, seed)."""
+
+    def __init__(self, name: str, folder: Path, cfg, generator: torch.Generator, state: Callable[[], dict],
+                 meta: Optional[dict] = None, progress: bool = True):
+        self.name, self.folder, self.cfg, self.generator = name, Path(folder), cfg, generator
+        self.state, self.meta, self.progress = state, dict(meta or {}), progress
+        self.start = 0
+        self.t0 = time.time()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder / CHECKPOINT
+
+    def preview_path(self, name: str) -> Path:
+        return self.folder / PREVIEWS / name
+
+    def restore(self, saved: Optional[dict]) -> int:
+        """Continue the generator's draws from ``saved`` (a checkpoint); returns the first step to run."""
+        if saved is not None:
+            set_rng_state(saved["rng"], self.generator)
+            self.start = int(saved["step"])
+        return self.start
+
+    def save_config(self) -> None:
+        save_config(self.cfg, self.folder / "config.yaml")
+
+    def checkpoint(self, step: int, done: bool = False) -> None:
+        save_checkpoint(self.checkpoint_path, {"stage": self.name, "step": step, "done": done, "config": to_dict(self.cfg),
+                                               **self.meta, **self.state(), "rng": rng_state(self.generator)})
+
+    def run(self, compute_loss: Callable[[int, float], Tuple[torch.Tensor, str]], optimizer: torch.optim.Optimizer,
+            preview: Callable[[Path, bool], None]) -> None:
+        """Steps ``self.start`` .. ``cfg.iters - 1``: ``compute_loss(step, progress)`` -> (loss, shading mode),
+        an optimiser step, then the periodic checkpoint and ``preview(path, final=False)``; at the end
+        ``preview(previews/final.png, final=True)``. The final checkpoint is :meth:`finish`'s."""
+        cfg = self.cfg
+        hooks = _HOOKS.get()
+        bar = progress_bar(cfg.iters, self.start, self.progress, self.name)
+        self.t0 = time.time()
+        for step in range(self.start, cfg.iters):
+            loss, mode = compute_loss(step, step / max(1, cfg.iters - 1))
+            optimizer_step(optimizer, loss, step, self.name)
+            done = step + 1
+            bar.set_postfix(loss=f"{loss.item():.3g}", shading=mode[:4], refresh=False)
+            bar.update(1)
+            if done % cfg.checkpoint_every == 0 and done < cfg.iters:
+                self.checkpoint(done)
+            if cfg.preview_every and done % cfg.preview_every == 0:
+                preview(self.preview_path(f"step_{done:06d}.png"), False)
+            for hook in hooks:
+                hook(self.name, done)
+        bar.close()
+        preview(self.preview_path("final.png"), True)
+
+    def finish(self) -> None:
+        """The final checkpoint (``done``), after the stage wrote its outputs."""
+        self.checkpoint(self.cfg.iters, done=True)
+
+    def summary(self) -> str:
+        """'N steps in Ss' since :meth:`run` began."""
+        return f"{max(0, self.cfg.iters - self.start)} steps in {time.time() - self.t0:.0f}s"
