@@ -26,7 +26,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import MeshdreamError, UserInputError
 
@@ -44,10 +44,13 @@ _held: dict[str, list] = {}  # RUN (resolved path) -> [FileLock, depth, stage] h
 
 
 @contextlib.contextmanager
-def run_lock(root: str | os.PathLike, stage: str) -> Iterator[None]:
+def run_lock(root: str | os.PathLike, stage: str, read_only_ok: bool = False) -> Iterator[None]:
     """Hold RUN's exclusive lock while ``stage`` writes it. Re-entrant within a process (generate holds it
     around its stages); a lock held by another process is a RunLockedError naming the holder. The OS
-    releases the lock when its holder dies, so a killed run never leaves RUN locked."""
+    releases the lock when its holder dies, so a killed run never leaves RUN locked. With ``read_only_ok``
+    (export, which only reads RUN) a RUN where no lock file can be made (read-only) is used unlocked."""
+    import errno
+
     from filelock import FileLock, Timeout
 
     key = str(Path(root).resolve())
@@ -65,6 +68,9 @@ def run_lock(root: str | os.PathLike, stage: str) -> Iterator[None]:
         raise RunLockedError(f"RUN {str(root)!r} is in use: {_holder(key)}; wait for it to finish, or write to another "
                              "folder with --out") from None
     except OSError as e:
+        if read_only_ok and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            yield
+            return
         raise UserInputError(f"cannot lock RUN {str(root)!r}: {e.strerror or e}") from None
     _held[key] = [lock, 1, stage]
     info = os.path.join(key, LOCK_INFO)
@@ -79,6 +85,34 @@ def run_lock(root: str | os.PathLike, stage: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.unlink(info)
         lock.release()
+
+
+def locks_run(stage: str, open_run: Callable[..., "RunDir"], read_only_ok: bool = False):
+    """Decorate a stage function so it runs holding its RUN's lock. ``open_run(**arguments)`` checks the
+    function's arguments and returns the RunDir (it runs first, so bad input fails before any file is made).
+    A folder that is not a RUN is not locked (nothing is written into it)."""
+    import functools
+    import inspect
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError:
+                return fn(*args, **kwargs)  # let Python report the bad call
+            bound.apply_defaults()
+            run = open_run(**bound.arguments)
+            if not is_run(run.root):  # nothing of ours to protect; the stage says what is missing
+                return fn(*args, **kwargs)
+            with run_lock(run.root, stage, read_only_ok=read_only_ok):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def _holder(root: str) -> str:

@@ -65,3 +65,17 @@ def test_a_non_run_folder_with_files_is_refused(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert RunDir.create(empty).root == empty and RunDir.create(empty)  # an empty folder becomes a RUN, and stays one
+
+
+def test_stages_refuse_a_run_another_process_writes(holder, tiny_configs):
+    from click.testing import CliRunner
+
+    from meshdream.cli import cli
+
+    run, proc = holder
+    (run.root / "coarse").mkdir()
+    for args in (["export", str(run.root)], ["generate", "a red cube", "--out", str(run.root)],
+                 ["coarse", "a red cube", "--out", str(run.root), "--config", tiny_configs["coarse"]],
+                 ["refine", str(run.root)]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 1 and f"process {proc.pid} on host" in r.output and "coarse stage" in r.output, (args, r.output)

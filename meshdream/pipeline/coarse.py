@@ -25,7 +25,7 @@ from ..nerf.field import FieldConfig, NeRFField, save_field_state
 from ..nerf.hash_grid import HashGridConfig
 from ..nerf.volume_render import OccupancyGrid, orientation_loss, render_cameras, sparsity_loss
 from ..previews import save_strip
-from ..run import RunDir, write_prompt
+from ..run import RunDir, locks_run, write_prompt
 from ..shading import ShadingConfig, shading_for_step
 from ..stage_loop import StageLoop, prepare_folder, ramp, seeded_generator, start_stage
 
@@ -82,6 +82,12 @@ def render_preview(field_: NeRFField, cfg: CoarseConfig, device: torch.device, o
     return images
 
 
+def _open_run(prompt, out, **_) -> RunDir:
+    check_prompt(prompt)
+    return RunDir.create(out)
+
+
+@locks_run("coarse", _open_run)
 def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
            seed: int | None = None, device: str | None = None, resume: bool = False, negative_prompt: str | None = None,
            progress: bool = True) -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..asset import FORMATS, Asset, load_asset, resize_texture, sample_texture, write_asset
 from ..errors import UserInputError
-from ..run import RunDir
+from ..run import RunDir, locks_run
 
 
 def decimate(asset: Asset, faces: int) -> Asset:
@@ -61,6 +61,7 @@ def retexture(asset: Asset, vertices: np.ndarray, faces: np.ndarray) -> Asset:
                  name=asset.name, extras=asset.extras)
 
 
+@locks_run("export", lambda run, **_: RunDir.existing(run), read_only_ok=True)
 def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.PathLike | None = None, faces: int | None = None,
            texture_size: int | None = None) -> Path:
     """Write RUN's asset in ``format``; returns the main file's path (default RUN/export/model.FORMAT)."""

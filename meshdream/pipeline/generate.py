@@ -5,12 +5,18 @@ import os
 from pathlib import Path
 
 from ..guidance.base import check_prompt
-from ..run import RunDir
+from ..run import RunDir, locks_run
 from .coarse import coarse
 from .export import export
 from .refine import refine
 
 
+def _open_run(prompt, out, **_) -> RunDir:
+    check_prompt(prompt)
+    return RunDir.create(out)  # an unwritable folder fails here, before any work
+
+
+@locks_run("generate", _open_run)
 def generate(prompt: str, out: str | os.PathLike, *, guidance: str | None = None, coarse_config=None, refine_config=None,
              coarse_iters: int | None = None, refine_iters: int | None = None, format: str = "glb", seed: int | None = None,
              device: str | None = None, resume: bool = False, negative_prompt: str | None = None, progress: bool = True) -> Path:

@@ -25,7 +25,7 @@ from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..mesh_render import render_mesh
 from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
-from ..run import CorruptRunFileError, RunDir, read_prompt, read_yaml, reading, rerun
+from ..run import CorruptRunFileError, RunDir, locks_run, read_prompt, read_yaml, reading, rerun
 from ..previews import save_strip
 from ..shading import ShadingConfig, shading_for_step
 from ..stage_loop import StageLoop, prepare_folder, ramp, seeded_generator, start_stage
@@ -123,6 +123,7 @@ def save_textured_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: 
     write_files(WRITERS["obj"](asset, path.stem, texture_file="texture.png"), path.parent)
 
 
+@locks_run("refine", lambda run, **_: RunDir.existing(run))
 def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
            texture_size: int | None = None, seed: int | None = None, device: str | None = None, resume: bool = False,
            progress: bool = True) -> Path:
