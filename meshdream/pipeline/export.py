@@ -61,6 +61,17 @@ def retexture(asset: Asset, vertices: np.ndarray, faces: np.ndarray) -> Asset:
                  name=asset.name, extras=asset.extras)
 
 
+def check_stages(run: RunDir) -> None:
+    """Refuse to export a stage that has not finished, was changed after it was made, or was made from an
+    earlier coarse result (see :mod:`meshdream.provenance`)."""
+    from ..provenance import RECORD, verified
+
+    if (run.refine / RECORD).is_file() or run.refined_mesh.is_file():
+        verified(run, "refine")
+    elif (run.coarse / RECORD).is_file() or run.coarse_mesh.is_file():
+        verified(run, "coarse")
+
+
 @locks_run("export", lambda run, **_: RunDir.existing(run), read_only_ok=True)
 def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.PathLike | None = None, faces: int | None = None,
            texture_size: int | None = None) -> Path:
@@ -80,6 +91,7 @@ def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.Path
         tempfile.TemporaryFile(dir=path.parent).close()  # writable? (checked before any work)
     except OSError as e:
         raise UserInputError(f"cannot write to the output folder {str(path.parent)!r}: {e.strerror or e}") from None
+    check_stages(run_dir)
     asset = load_asset(run_dir)
     if faces is not None:
         asset = decimate(asset, faces)
