@@ -42,8 +42,8 @@ def _user_errors(fn):
             raise click.UsageError(str(e)) from None
         except MeshdreamError as e:
             raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted; the last checkpoint is kept, continue with --resume", err=True)
+        except KeyboardInterrupt as e:  # the stage loop says what it left (it never claims a checkpoint that is not there)
+            click.echo(f"\n{e or 'interrupted'}", err=True)
             sys.exit(130)
 
     return wrapper

@@ -12,9 +12,9 @@ resumed refine run follow one rule:
     ... write the stage's outputs ...
     loop.finish()                                         # the final checkpoint, marked done
 
-Resume rule: a resumed stage runs with the config saved in its checkpoint. ``iters`` is the one
-override it honours (to lengthen or shorten the run); every other override that was given (a config,
-seed, guidance, texture size ...) is ignored and named in a :class:`ResumeWarning`.
+Resume rule (:mod:`meshdream.resume`): a resumed stage runs with the config saved in its checkpoint;
+settings given again are applied where that is safe (iters, learning rates, loss weights, guidance
+strength, cadence, extraction) and otherwise refused with a message listing them.
 
 Step hooks (:func:`step_hook`) are called after every finished step, after its checkpoint and
 preview; an exception raised by a hook stops the run there like a crash would (tests use this to
@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, Type, TypeVar
@@ -34,16 +33,13 @@ import torch
 
 from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
 from .config import from_dict, merge, save_config, stage_config, to_dict
-from .errors import MeshdreamError, UserInputError
+from .errors import CheckpointError, MeshdreamError, UserInputError
+from .guidance.base import NonFiniteGuidanceError
 
 T = TypeVar("T")
 
 CHECKPOINT = "checkpoint.pt"
 PREVIEWS = "previews"
-
-
-class ResumeWarning(UserWarning):
-    """A resumed stage ignores an override (it keeps the config its checkpoint was made with)."""
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -70,24 +66,35 @@ def start_stage(name: str, folder: Path, cls: Type[T], config, overrides: Mappin
     """The config and saved state a stage starts from.
 
     Fresh: ``cls`` defaults < ``config`` (YAML path or dataclass) < ``overrides``. Resumed: the config saved
-    in ``folder/checkpoint.pt`` with ``overrides['iters']`` applied; ``config`` and every other override
-    given are ignored with a :class:`ResumeWarning` naming them. ``overrides`` maps config keys to values
-    (None: not given)."""
+    in ``folder/checkpoint.pt``; settings given again (``config``, ``overrides``) are applied where that is
+    safe and refused otherwise (:func:`meshdream.resume.resume_config`). ``overrides`` maps config keys to
+    values (None: not given)."""
+    from .resume import resume_config
+
     if not resume:
         return StageStart(stage_config(cls, config, overrides), None)
     path = folder / CHECKPOINT
     if not path.is_file():
         raise UserInputError(f"--resume: {str(path)!r} does not exist; start without --resume")
     saved = load_checkpoint(path)
-    iters = overrides.get("iters")
-    cfg = merge(from_dict(cls, saved["config"]), {"iters": iters} if iters is not None else {})
-    ignored = [k for k, v in overrides.items() if k != "iters" and v is not None]
-    if config is not None:
-        ignored.insert(0, "config")
-    if ignored:
-        warnings.warn(f"{name}: resuming with the config saved in {str(path)!r}; ignoring {', '.join(ignored)} "
-                      "(only iters can change on --resume; start without --resume to use them)", ResumeWarning, stacklevel=3)
+    missing = [k for k in ("stage", "step", "config", "rng") if k not in saved]
+    if missing or saved["stage"] != name or not isinstance(saved["step"], int) or not isinstance(saved["config"], dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a {name} checkpoint (missing or wrong: "
+                              f"{', '.join(missing) or 'stage, step or config'}); start the {name} stage without --resume")
+    cfg = resume_config(cls, saved["config"], config, overrides, f"the {name} checkpoint {str(path)!r}")
     return StageStart(cfg, saved)
+
+
+@contextlib.contextmanager
+def restoring(path: Path, name: str) -> Iterator[None]:
+    """Loading a checkpoint's tensors into the stage's model: a mismatch (a checkpoint from another model
+    layout, or a crafted one) is a CheckpointError, not a traceback."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this {name} stage ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); start the {name} stage "
+                              "without --resume") from None
 
 
 def prepare_folder(folder: Path) -> None:
@@ -111,18 +118,17 @@ def ramp(schedule: Tuple[float, float], progress: float) -> float:
     return schedule[0] + (schedule[1] - schedule[0]) * p
 
 
-def check_finite(loss: torch.Tensor, step: int, stage: str) -> None:
-    """Stop with a clear message instead of writing NaN parameters into the next checkpoint."""
+def check_finite(loss: torch.Tensor, step: int, stage: str, advice: str = "") -> None:
+    """Stop with a clear message instead of writing NaN parameters into the next checkpoint. ``advice``: what
+    the user can do (the stage loop says whether a checkpoint exists and how to continue)."""
     if not torch.isfinite(loss).all():
-        raise MeshdreamError(
-            f"{stage}: the loss became {float(loss.detach())} at step {step}; the last good checkpoint is kept. "
-            "Try a lower learning rate or guidance scale (see configs/), then run again with --resume"
-        )
+        raise MeshdreamError(f"{stage}: the loss became {float(loss.detach())} at step {step}; the step was not applied. "
+                             f"{advice or 'Try a lower learning rate or guidance scale'}")
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: int, stage: str) -> None:
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, step: int, stage: str, advice: str = "") -> None:
     """Refuse a non-finite loss (before it reaches the parameters), then one optimiser step."""
-    check_finite(loss, step, stage)
+    check_finite(loss, step, stage, advice)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -164,6 +170,7 @@ class StageLoop:
         self.name, self.folder, self.cfg, self.generator = name, Path(folder), cfg, generator
         self.state, self.meta, self.progress = state, dict(meta or {}), progress
         self.start = 0
+        self.last_checkpoint: Optional[int] = None  # step of the newest checkpoint on disk (None: none yet)
         self.t0 = time.time()
 
     @property
@@ -176,9 +183,26 @@ class StageLoop:
     def restore(self, saved: Optional[dict]) -> int:
         """Continue the generator's draws from ``saved`` (a checkpoint); returns the first step to run."""
         if saved is not None:
-            set_rng_state(saved["rng"], self.generator)
+            with restoring(self.checkpoint_path, self.name):
+                set_rng_state(saved["rng"], self.generator)
             self.start = int(saved["step"])
+            self.last_checkpoint = self.start
         return self.start
+
+    def kept(self) -> str:
+        """What a stopped run leaves to continue from (never claims a checkpoint that does not exist)."""
+        last = self.last_checkpoint
+        if last is None:
+            return f"no checkpoint was written yet (the first comes after step {self.cfg.checkpoint_every}); run the stage again"
+        return f"the checkpoint of step {last} is kept; continue with --resume"
+
+    def advice(self) -> str:
+        """How to get past a numerical failure: the settings that help can change on --resume."""
+        change = f"lower lr (or guidance.guidance_scale) in a copy of {str(self.folder / 'config.yaml')!r}"
+        if self.last_checkpoint is None:
+            return (f"No checkpoint was written yet (the first comes after step {self.cfg.checkpoint_every}); {change} and run "
+                    "the stage again with --config COPY")
+        return f"The checkpoint of step {self.last_checkpoint} is kept; {change} and continue with --resume --config COPY"
 
     def save_config(self) -> None:
         save_config(self.cfg, self.folder / "config.yaml")
@@ -186,6 +210,7 @@ class StageLoop:
     def checkpoint(self, step: int, done: bool = False) -> None:
         save_checkpoint(self.checkpoint_path, {"stage": self.name, "step": step, "done": done, "config": to_dict(self.cfg),
                                                **self.meta, **self.state(), "rng": rng_state(self.generator)})
+        self.last_checkpoint = step
 
     def run(self, compute_loss: Callable[[int, float], Tuple[torch.Tensor, str]], optimizer: torch.optim.Optimizer,
             preview: Callable[[Path, bool], None]) -> None:
@@ -197,8 +222,13 @@ class StageLoop:
         bar = progress_bar(cfg.iters, self.start, self.progress, self.name)
         self.t0 = time.time()
         for step in range(self.start, cfg.iters):
-            loss, mode = compute_loss(step, step / max(1, cfg.iters - 1))
-            optimizer_step(optimizer, loss, step, self.name)
+            try:
+                loss, mode = compute_loss(step, step / max(1, cfg.iters - 1))
+            except NonFiniteGuidanceError as e:
+                raise MeshdreamError(f"{self.name}: at step {step}, {e}. {self.advice()}") from None
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(f"{self.name} interrupted at step {step}; {self.kept()}") from None
+            optimizer_step(optimizer, loss, step, self.name, self.advice())
             done = step + 1
             bar.set_postfix(loss=f"{loss.item():.3g}", shading=mode[:4], refresh=False)
             bar.update(1)

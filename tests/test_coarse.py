@@ -8,7 +8,7 @@ from meshdream.cli import cli
 from meshdream.config import load_config, to_dict
 from meshdream.errors import UserInputError
 from meshdream.pipeline.coarse import CoarseConfig, coarse
-from meshdream.stage_loop import ResumeWarning, step_hook
+from meshdream.stage_loop import step_hook
 
 
 def test_default_config_matches_configs_yaml():
@@ -70,15 +70,18 @@ def test_step_hook_sees_every_step(tmp_path, tiny_configs):
     assert seen == [("coarse", n) for n in range(1, 7)]
 
 
-def test_resume_names_the_overrides_it_ignores(tmp_path, tiny_configs):
+def test_resume_applies_safe_settings_and_refuses_the_rest(tmp_path, tiny_configs):
     with die_after("coarse", 3), pytest.raises(_Killed):
         coarse("a red cube", tmp_path / "run", config=tiny_configs["coarse"], progress=False)
-    with pytest.warns(ResumeWarning, match="ignoring config, seed, guidance") as record:
+    with pytest.raises(UserInputError, match=r"cannot change while resuming: guidance.name: .* -> 'embedded'; seed: 0 -> 7"):
         coarse("a red cube", tmp_path / "run", config=tiny_configs["coarse"], seed=7, guidance="embedded", iters=8,
                resume=True, progress=False)
-    assert "iters" not in str(record[0].message).split("ignoring")[1].split("(")[0]
+    changed = tmp_path / "changed.yaml"  # the advice a failed run gives: a copy of RUN/coarse/config.yaml, lr lowered
+    changed.write_text((tmp_path / "run" / "coarse" / "config.yaml").read_text().replace("lr: 0.005", "lr: 0.001"))
+    coarse("a red cube", tmp_path / "run", config=str(changed), iters=8, resume=True, progress=False)
     ck = load_checkpoint(tmp_path / "run" / "coarse" / "checkpoint.pt")
-    assert ck["step"] == 8 and ck["config"]["iters"] == 8 and ck["config"]["seed"] == 0  # iters honoured, seed kept
+    assert ck["step"] == 8 and ck["config"]["iters"] == 8 and ck["config"]["lr"] == 0.001 and ck["config"]["seed"] == 0
+    assert ck["optimizer"]["param_groups"][0]["lr"] == 0.001  # applied to the optimiser, not only recorded
 
 
 def test_resume_of_a_finished_run_returns_its_mesh(coarse_run):

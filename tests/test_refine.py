@@ -14,7 +14,7 @@ from meshdream.errors import UserInputError
 from meshdream.mesh_render import render_mesh
 from meshdream.pipeline.refine import RefineConfig, refine
 from meshdream.regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
-from meshdream.stage_loop import ResumeWarning, step_hook
+from meshdream.stage_loop import step_hook
 from meshdream.uv import unwrap
 
 CPU = dr.get_context("cpu")
@@ -139,8 +139,9 @@ def test_refine_resume_is_exact(coarse_run, tiny_configs, tmp_path):
     with step_hook(die), pytest.raises(RuntimeError, match="killed"):
         refine(tmp_path / "b", config=tiny_configs["refine"], progress=False)
     assert load_checkpoint(tmp_path / "b" / "refine" / "checkpoint.pt")["step"] == 2
-    with pytest.warns(ResumeWarning, match="ignoring seed, texture_size"):  # the same rule as the coarse stage
-        refine(tmp_path / "b", resume=True, seed=5, texture_size=64, progress=False)
+    with pytest.raises(UserInputError, match="cannot change while resuming: seed: 0 -> 5; texture_size: 32 -> 64"):
+        refine(tmp_path / "b", resume=True, seed=5, texture_size=64, progress=False)  # the same rule as the coarse stage
+    refine(tmp_path / "b", resume=True, seed=0, progress=False)
     a = load_checkpoint(tmp_path / "a" / "refine" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "b" / "refine" / "checkpoint.pt")
     assert torch.equal(a["offsets"], b["offsets"]) and torch.equal(a["texture_logits"], b["texture_logits"])

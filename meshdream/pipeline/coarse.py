@@ -27,7 +27,8 @@ from ..nerf.volume_render import OccupancyGrid, orientation_loss, render_cameras
 from ..previews import save_strip
 from ..run import RunDir, locks_run, write_prompt
 from ..shading import ShadingConfig, shading_for_step
-from ..stage_loop import StageLoop, prepare_folder, ramp, seeded_generator, start_stage
+from ..provenance import mark_started, write_record
+from ..stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
 
 
 @dataclass
@@ -104,10 +105,11 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
         if state.get("prompt") != prompt:
             raise UserInputError(f"--resume: RUN {str(run.root)!r} was made for the prompt {state.get('prompt')!r}, not {prompt!r}")
         negative_prompt = state.get("negative_prompt", negative_prompt)
-        if start.finished(run.coarse_mesh):
-            return run.coarse_mesh
+        if start.finished(run.coarse_mesh) and _record_intact(run):
+            return run.coarse_mesh  # (outputs that no longer match the record are written again from the checkpoint)
     dev = resolve_device(device)
     prepare_folder(stage)
+    mark_started(stage, "coarse")
 
     guide = load_guidance(cfg.guidance, dev)
     embeddings = guide.encode_prompt(prompt, negative_prompt)
@@ -118,10 +120,13 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
     optimizer = torch.optim.Adam(field_.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
     occupancy = OccupancyGrid(cfg.occupancy.resolution, cfg.bound, cfg.occupancy.decay, cfg.occupancy.threshold) if cfg.occupancy.enabled else None
     if state is not None:
-        field_.load_state_dict(state["field"]["state"])
-        optimizer.load_state_dict(state["optimizer"])
-        if occupancy is not None and state.get("occupancy") is not None:
-            occupancy.load_state_dict(state["occupancy"])
+        with restoring(stage / "checkpoint.pt", "coarse"):
+            field_.load_state_dict(state["field"]["state"])
+            optimizer.load_state_dict(state["optimizer"])
+            if occupancy is not None and state.get("occupancy") is not None:
+                occupancy.load_state_dict(state["occupancy"])
+        for group in optimizer.param_groups:  # lr may change on --resume
+            group["lr"] = cfg.lr
     meta = {"prompt": prompt, "negative_prompt": negative_prompt or "", "seed": cfg.seed}
     loop = StageLoop("coarse", stage, cfg, g, meta=meta, progress=progress,
                      state=lambda: {"field": save_field_state(field_), "optimizer": optimizer.state_dict(),
@@ -157,9 +162,19 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
     _save_mesh(run.coarse_mesh, vertices, faces, colours)
     save_checkpoint(run.coarse_field, {"field": save_field_state(field_), **meta})
     loop.finish()
+    write_record(stage, "coarse", prompt=prompt, negative_prompt=negative_prompt or "", config=cfg, upstream=None,
+                 outputs=[run.coarse_mesh, run.coarse_field])
     if progress:
         print(f"coarse: {loop.summary()}, mesh {len(vertices)} vertices / {len(faces)} faces")
     return run.coarse_mesh
+
+
+def _record_intact(run: RunDir) -> bool:
+    """Is the finished coarse stage's record there and are its outputs the ones it records?"""
+    from ..provenance import outputs_match, read_record
+
+    record = read_record(run, "coarse")
+    return record is not None and record["finished"] and outputs_match(run, "coarse", record)
 
 
 def _save_mesh(path: Path, vertices, faces, colours) -> None:

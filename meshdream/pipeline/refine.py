@@ -28,7 +28,8 @@ from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consiste
 from ..run import CorruptRunFileError, RunDir, locks_run, read_prompt, read_yaml, reading, rerun
 from ..previews import save_strip
 from ..shading import ShadingConfig, shading_for_step
-from ..stage_loop import StageLoop, prepare_folder, ramp, seeded_generator, start_stage
+from ..provenance import StaleStageError, fingerprint_of, mark_started, outputs_match, read_record, write_record
+from ..stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
 from ..uv import unwrap
 
 
@@ -146,11 +147,18 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
             overrides["guidance"] = {"name": coarse_guidance}
     start = start_stage("refine", stage, RefineConfig, config, overrides, resume)
     cfg, saved = start.cfg, start.saved
-    if start.finished(run_dir.refined_mesh):
+    coarse_fingerprint = fingerprint_of(run_dir, "coarse")  # a coarse stage that is unfinished or changed is refused
+    upstream = saved.get("upstream") if saved is not None else None
+    if saved is not None and (upstream.get("coarse") if isinstance(upstream, dict) else None) != coarse_fingerprint:
+        raise StaleStageError(f"--resume: {str(stage / 'checkpoint.pt')!r} continues the refinement of an earlier coarse result "
+                              f"(the coarse stage ran again since); refine the new one: `meshdream refine {run_dir.root}` "
+                              "(without --resume)")
+    if start.finished(run_dir.refined_mesh) and _record_intact(run_dir):
         return run_dir.refined_mesh
     dev = resolve_device(device)
     ctx = dr.get_context(dev)
     prepare_folder(stage)
+    mark_started(stage, "refine")
 
     guide = load_guidance(cfg.guidance, dev)
     embeddings = guide.encode_prompt(info["prompt"], info.get("negative_prompt") or None)
@@ -158,17 +166,23 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
 
     g = seeded_generator(cfg.seed)
     if saved is not None:
-        state = _state_from(saved["mesh"], dev)
-        offsets = saved["offsets"].to(dev).requires_grad_(True)
-        tex_logits = saved["texture_logits"].to(dev).requires_grad_(True)
+        with restoring(stage / "checkpoint.pt", "refine"):
+            state = _state_from(saved["mesh"], dev)
+            offsets = saved["offsets"].to(dev).requires_grad_(True)
+            tex_logits = saved["texture_logits"].to(dev).requires_grad_(True)
+            if tex_logits.shape != (cfg.texture_size, cfg.texture_size, 3) or offsets.shape != state.base.shape:
+                raise ValueError(f"texture {tuple(tex_logits.shape)}, offsets {tuple(offsets.shape)}")
     else:
         state, texture = _load_coarse(run_dir, cfg, ctx, dev)
         offsets = torch.zeros_like(state.base, requires_grad=True)
         tex_logits = torch.logit(texture.clamp(0.02, 0.98)).detach().requires_grad_(True)
     optimizer = torch.optim.Adam([{"params": [tex_logits], "lr": cfg.lr_texture}, {"params": [offsets], "lr": cfg.lr_vertices}])
     if saved is not None:
-        optimizer.load_state_dict(saved["optimizer"])
-    loop = StageLoop("refine", stage, cfg, g, progress=progress,
+        with restoring(stage / "checkpoint.pt", "refine"):
+            optimizer.load_state_dict(saved["optimizer"])
+        for group, lr in zip(optimizer.param_groups, (cfg.lr_texture, cfg.lr_vertices)):  # lrs may change on --resume
+            group["lr"] = lr
+    loop = StageLoop("refine", stage, cfg, g, progress=progress, meta={"upstream": {"coarse": coarse_fingerprint}},
                      state=lambda: {"mesh": _state_dict(state), "offsets": offsets.detach().cpu(),
                                     "texture_logits": tex_logits.detach().cpu(), "optimizer": optimizer.state_dict()})
     loop.restore(saved)
@@ -210,9 +224,18 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
     save_textured_obj(run_dir.refined_mesh, verts.cpu().numpy(), state.faces.cpu().numpy(), state.uvs.cpu().numpy(),
                       tex.cpu().numpy())
     loop.finish()
+    write_record(stage, "refine", prompt=info["prompt"], negative_prompt=info.get("negative_prompt") or "", config=cfg,
+                 upstream={"coarse": coarse_fingerprint},
+                 outputs=[p for p in (run_dir.refined_mesh, stage / "mesh.mtl", run_dir.refined_texture) if p.is_file()])
     if progress:
         print(f"refine: {loop.summary()}, {len(state.faces)} faces, texture {cfg.texture_size}x{cfg.texture_size}")
     return run_dir.refined_mesh
+
+
+def _record_intact(run: RunDir) -> bool:
+    """Is the finished refine stage's record there and are its outputs the ones it records?"""
+    record = read_record(run, "refine")
+    return record is not None and record["finished"] and outputs_match(run, "refine", record)
 
 
 def stage_config_guidance(run: RunDir) -> str | None:
