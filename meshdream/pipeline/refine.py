@@ -28,7 +28,7 @@ from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consiste
 from ..run import CorruptRunFileError, RunDir, locks_run, read_prompt, read_yaml, reading, rerun
 from ..previews import save_strip
 from ..shading import ShadingConfig, shading_for_step
-from ..provenance import StaleStageError, fingerprint_of, mark_started, outputs_match, read_record, write_record
+from ..provenance import RECORD, StaleStageError, fingerprint_of, mark_started, outputs_match, read_record, write_record
 from ..stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
 from ..uv import unwrap
 
@@ -134,6 +134,8 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
     a resume honours)."""
     run_dir = RunDir.existing(run)
     info = read_prompt(run_dir)
+    if (run_dir.coarse / RECORD).is_file():
+        fingerprint_of(run_dir, "coarse")  # an unfinished or changed coarse stage: says how to continue
     if not run_dir.coarse_mesh.is_file():
         raise UserInputError(f"RUN {str(run_dir.root)!r} has no coarse result; run `meshdream coarse PROMPT --out {run_dir.root}` first")
     RunDir.create(run_dir.root)  # writable?
