@@ -221,23 +221,25 @@ class StageLoop:
         hooks = _HOOKS.get()
         bar = progress_bar(cfg.iters, self.start, self.progress, self.name)
         self.t0 = time.time()
-        for step in range(self.start, cfg.iters):
-            try:
-                loss, mode = compute_loss(step, step / max(1, cfg.iters - 1))
-            except NonFiniteGuidanceError as e:
-                raise MeshdreamError(f"{self.name}: at step {step}, {e}. {self.advice()}") from None
-            except KeyboardInterrupt:
-                raise KeyboardInterrupt(f"{self.name} interrupted at step {step}; {self.kept()}") from None
-            optimizer_step(optimizer, loss, step, self.name, self.advice())
-            done = step + 1
-            bar.set_postfix(loss=f"{loss.item():.3g}", shading=mode[:4], refresh=False)
-            bar.update(1)
-            if done % cfg.checkpoint_every == 0 and done < cfg.iters:
-                self.checkpoint(done)
-            if cfg.preview_every and done % cfg.preview_every == 0:
-                preview(self.preview_path(f"step_{done:06d}.png"), False)
-            for hook in hooks:
-                hook(self.name, done)
+        step = self.start
+        try:
+            for step in range(self.start, cfg.iters):
+                try:
+                    loss, mode = compute_loss(step, step / max(1, cfg.iters - 1))
+                except NonFiniteGuidanceError as e:
+                    raise MeshdreamError(f"{self.name}: at step {step}, {e}. {self.advice()}") from None
+                optimizer_step(optimizer, loss, step, self.name, self.advice())
+                done = step + 1
+                bar.set_postfix(loss=f"{loss.item():.3g}", shading=mode[:4], refresh=False)
+                bar.update(1)
+                if done % cfg.checkpoint_every == 0 and done < cfg.iters:
+                    self.checkpoint(done)
+                if cfg.preview_every and done % cfg.preview_every == 0:
+                    preview(self.preview_path(f"step_{done:06d}.png"), False)
+                for hook in hooks:
+                    hook(self.name, done)
+        except KeyboardInterrupt:  # say what is left to continue from (the CLI prints it)
+            raise KeyboardInterrupt(f"{self.name} interrupted at step {step}; {self.kept()}") from None
         bar.close()
         preview(self.preview_path("final.png"), True)
 

@@ -94,3 +94,40 @@ def test_non_finite_guidance_gradient_stops_the_run_with_t_and_scale(tmp_path, t
     r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "run"), "--config", str(path), "--quiet"])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     assert "guidance gradient is not finite" in r.output and "t = " in r.output and "guidance scale 1e+300" in r.output
+
+
+def test_interrupt_says_which_checkpoint_is_kept(tmp_path, tiny_configs):
+    from meshdream.stage_loop import step_hook
+
+    def ctrl_c_after(n):
+        def hook(stage, done):
+            if done == n:
+                raise KeyboardInterrupt
+        return hook
+
+    args = ["coarse", "a red cube", "--out", str(tmp_path / "run"), "--config", tiny_configs["coarse"], "--quiet"]
+    with step_hook(ctrl_c_after(1)):  # before the first checkpoint (every 2 steps): nothing to resume from
+        r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 130 and "no checkpoint was written yet" in r.output and "--resume" not in r.output, r.output
+    with step_hook(ctrl_c_after(3)):
+        r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 130 and "checkpoint of step 2 is kept; continue with --resume" in r.output, r.output
+
+
+def test_a_full_disk_is_a_clear_error_naming_the_file(tmp_path):
+    """A file-size limit makes writes fail the way a full disk does (the kernel refuses the bytes)."""
+    code = (
+        "import resource, signal, sys, torch\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "from meshdream.checkpoint import save_checkpoint\n"
+        "from meshdream.errors import MeshdreamError\n"
+        "try:\n"
+        "    save_checkpoint(sys.argv[1], {'w': torch.zeros(100000)})\n"
+        "except MeshdreamError as e:\n"
+        "    print(e)\n"
+    )
+    target = tmp_path / "checkpoint.pt"
+    r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and f"cannot write {str(target)!r}" in r.stdout and "File too large" in r.stdout, r.stdout + r.stderr
+    assert os.listdir(tmp_path) == []  # no half-written temporary left behind
