@@ -55,9 +55,10 @@ class CoarseConfig:
     # learn slower than the local table entries, as in threestudio (0.001 vs 0.01) and stable-dreamfusion
     mlp_lr_scale: float = bounded(0.1, gt=0, le=10)
     background: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # solid colour (the embedded prior is trained on white)
-    # learn a view-dependent background starting from that colour (nerf/background.py): it absorbs
-    # SDS's pull to colour the whole frame, which a fixed background turns into box-filling density
-    learned_background: bool = True
+    # learn a view-dependent background starting from that colour (nerf/background.py), as DreamFusion
+    # does to absorb SDS's pull to colour the whole frame. Off: with the 32 px prior it did not stop the
+    # growth (cube and torus reached the box with and without it, measured), and white is what the prior knows
+    learned_background: bool = False
     background_lr: float = bounded(0.01, gt=0)
     orientation_weight: Tuple[float, float] = (0.0, 10.0)  # linear ramp over the run (steps with normals only)
     sparsity_weight: Tuple[float, float] = (0.0, 0.5)
