@@ -213,10 +213,11 @@ class StageLoop:
         self.last_checkpoint = step
 
     def run(self, compute_loss: Callable[[int, float], Tuple[torch.Tensor, str]], optimizer: torch.optim.Optimizer,
-            preview: Callable[[Path, bool], None]) -> None:
+            preview: Callable[[Path, bool], None], after_step: Optional[Callable[[int], None]] = None) -> None:
         """Steps ``self.start`` .. ``cfg.iters - 1``: ``compute_loss(step, progress)`` -> (loss, shading mode),
-        an optimiser step, then the periodic checkpoint and ``preview(path, final=False)``; at the end
-        ``preview(previews/final.png, final=True)``. The final checkpoint is :meth:`finish`'s."""
+        an optimiser step, ``after_step(steps_done)`` (a stage's own checks), then the periodic checkpoint and
+        ``preview(path, final=False)``; at the end ``preview(previews/final.png, final=True)``. The final
+        checkpoint is :meth:`finish`'s."""
         cfg = self.cfg
         hooks = _HOOKS.get()
         bar = progress_bar(cfg.iters, self.start, self.progress, self.name)
@@ -230,6 +231,8 @@ class StageLoop:
                     raise MeshdreamError(f"{self.name}: at step {step}, {e}. {self.advice()}") from None
                 optimizer_step(optimizer, loss, step, self.name, self.advice())
                 done = step + 1
+                if after_step is not None:
+                    after_step(done)
                 bar.set_postfix(loss=f"{loss.item():.3g}", shading=mode[:4], refresh=False)
                 bar.update(1)
                 if done % cfg.checkpoint_every == 0 and done < cfg.iters:

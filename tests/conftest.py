@@ -31,7 +31,7 @@ TINY_COARSE = {
     "iters": 6, "resolution": 16, "num_samples": 16, "checkpoint_every": 2, "preview_every": 0, "preview_views": 2,
     "preview_resolution": 16, "occupancy": {"resolution": 8, "update_every": 2},
     "nerf": {"hash_grid": {"levels": 4, "log2_table_size": 12, "base_resolution": 4, "max_resolution": 32}, "hidden": 16},
-    "extract": {"resolution": 32, "coarse_resolution": 16, "threshold": 4.0, "target_faces": 500},
+    "extract": {"resolution": 32, "coarse_resolution": 16, "target_faces": 500},
 }
 TINY_REFINE = {"iters": 4, "resolution": 16, "supersample": 1, "texture_size": 32, "checkpoint_every": 2, "preview_every": 0,
                "preview_views": 2, "preview_resolution": 16, "batch_size": 1, "max_faces": 400}

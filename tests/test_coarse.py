@@ -119,3 +119,16 @@ def test_empty_surface_is_a_clear_error(tmp_path, tiny_configs):
     path.write_text(yaml.safe_dump(cfg))
     r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "r"), "--config", str(path), "--quiet"])
     assert r.exit_code == 1 and "threshold 1000000.0" in r.output and "Traceback" not in r.output
+
+
+def test_field_filling_the_frame_starts_over_with_the_next_seed_then_stops(tmp_path, tiny_configs, capsys):
+    from meshdream.config import merge
+    from meshdream.errors import MeshdreamError
+
+    # a start blob wider than the box: every view's border is opaque from step 1 on
+    cfg = merge(load_config(CoarseConfig, tiny_configs["coarse"]),
+                {"nerf": {"blob_scale": 50.0, "blob_std": 3.0}, "collapse_check_every": 1, "restarts": 1, "iters": 3, "seed": 7})
+    with pytest.raises(MeshdreamError, match=r"at step 1 the field fills the frame.*every seed tried \(7, 8\)"):
+        coarse("a red cube", tmp_path / "run", config=cfg, progress=False)
+    assert "starting over with seed 8 (1 of 1 restarts)" in capsys.readouterr().out
+    assert not (tmp_path / "run" / "coarse" / "mesh.ply").exists()  # nothing handed on to refine

@@ -14,6 +14,7 @@ def clean_mesh(
     min_component_fraction: float = 0.05,
     min_component_diameter: float = 0.0,
     merge_distance: float | None = None,
+    smooth_iterations: int = 0,
     target_faces: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Clean a triangle mesh.
@@ -22,8 +23,12 @@ def clean_mesh(
     - drops connected components with fewer than ``min_component_fraction`` of the largest one's faces
       (floaters of the NeRF), and, when ``min_component_diameter`` > 0, components whose bounding-box
       diagonal is below that fraction of the whole mesh's,
-    - merges vertices closer than ``merge_distance`` (default: 1e-4 of the bounding-box diagonal),
+    - merges vertices closer than ``merge_distance`` (default: 1e-4 of the bounding-box diagonal; 0: no
+      merging, for already welded marching-cubes output, where merging near-coincident vertices at a
+      grid corner would make non-manifold edges),
     - removes duplicate and zero-area faces and unreferenced vertices,
+    - smooths with ``smooth_iterations`` steps of Taubin's lambda|mu filter (shrinks far less than
+      Laplacian smoothing; marching cubes' voxel terraces and small lumps go, the shape stays),
     - decimates to about ``target_faces`` faces by quadric edge collapse (keeping the topology).
     Returns (vertices float32, faces int64, colors float32 or None).
     """
@@ -52,7 +57,8 @@ def clean_mesh(
     ms = pymeshlab.MeshSet()
     ms.add_mesh(pymeshlab.Mesh(vertex_matrix=vertices, face_matrix=faces, **kwargs))
     diag = float(np.linalg.norm(vertices.max(0) - vertices.min(0))) or 1.0
-    ms.meshing_merge_close_vertices(threshold=pymeshlab.PureValue(merge_distance if merge_distance is not None else 1e-4 * diag))
+    if merge_distance is None or merge_distance > 0:
+        ms.meshing_merge_close_vertices(threshold=pymeshlab.PureValue(merge_distance if merge_distance is not None else 1e-4 * diag))
     ms.meshing_remove_duplicate_faces()
     ms.meshing_remove_null_faces()
     if min_component_fraction > 0:
@@ -63,6 +69,8 @@ def clean_mesh(
         ms.meshing_remove_connected_component_by_diameter(mincomponentdiag=pymeshlab.PercentageValue(100.0 * min_component_diameter),
                                                           removeunref=True)
     ms.meshing_remove_unreferenced_vertices()
+    if smooth_iterations > 0:
+        ms.apply_coord_taubin_smoothing(stepsmoothnum=int(smooth_iterations))
     if target_faces is not None and ms.current_mesh().face_number() > target_faces:
         ms.meshing_decimation_quadric_edge_collapse(targetfacenum=int(target_faces), preservenormal=True, preservetopology=True,
                                                      optimalplacement=True, planarquadric=True)

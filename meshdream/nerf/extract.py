@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal, Union
 
 import numpy as np
 import torch
@@ -11,15 +11,25 @@ import torch.nn.functional as F
 from ..config import bounded
 from ..errors import MeshdreamError
 from ..mesh import clean_mesh, marching_cubes
+from ..mesh.solid import border_fraction, clean_solid, otsu_level, signed_grid
 
 
 @dataclass
 class ExtractConfig:
     resolution: int = bounded(128, ge=8, le=1024)  # samples per axis of the final grid
     coarse_resolution: int = bounded(32, ge=4, le=1024)  # first pass; only cells near the surface are refined
-    threshold: float = 4.0  # density iso-level
+    # density iso-level, or "auto": Otsu's split of the log-densities of the coarse pass into empty
+    # space and solid (threestudio's "auto" picks the level from the field too)
+    threshold: Union[float, Literal["auto"]] = bounded("auto", gt=0)
+    min_threshold: float = bounded(1.0, ge=0)  # "auto" never goes below this (a near-empty field stays empty)
+    close_radius: int = bounded(2, ge=0, le=16)  # morphological closing, in voxels of the final grid: seals holes in thin shells
+    fill_cavities: bool = True  # what the outside cannot reach is inside: no hollow shells
+    keep_largest: bool = True  # one part: drop floaters (6-connected parts but the largest)
+    smooth_iterations: int = bounded(10, ge=0, le=1000)  # Taubin smoothing of the mesh (volume-preserving): 0 = off
     target_faces: int = bounded(20000, ge=0)  # decimate to about this many faces (0: keep all)
     min_component_fraction: float = bounded(0.05, ge=0, le=1)  # drop floaters smaller than this fraction of the largest part
+    # more of the box's faces inside than this: the field fills the box
+    max_border_fraction: float = bounded(0.25, ge=0, le=1)
 
 
 @torch.no_grad()
@@ -64,21 +74,50 @@ def density_grid(density: Callable[[torch.Tensor], torch.Tensor], resolution: in
     return grid, C ** 3 + len(sel)
 
 
+def resolve_level(coarse: torch.Tensor, config: ExtractConfig) -> float:
+    """The density iso-level: config.threshold, or for "auto" Otsu's level on the log-densities of the
+    coarse grid [C, C, C] (at least config.min_threshold)."""
+    if config.threshold != "auto":
+        return float(config.threshold)
+    logd = torch.log(coarse.float().clamp_min(1e-6)).cpu().numpy()
+    return max(float(np.exp(otsu_level(logd))), config.min_threshold)
+
+
 @torch.no_grad()
 def extract_mesh(field, config: ExtractConfig, bound: float = 1.0, device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mesh of the field's density level set with per-vertex albedo colours.
+    """One closed mesh of the field's density level set with per-vertex albedo colours.
 
+    density -> grid (coarse to fine) -> inside mask -> closing, cavity fill, largest part (mesh.solid)
+    -> signed grid padded with outside -> marching cubes -> Taubin smoothing, decimation (clean_mesh)
+    -> albedo at the vertices.
     Returns vertices [V, 3] float32 (world units), faces [F, 3] int64, colours [V, 3] float32 in [0, 1].
-    Raises MeshdreamError naming the threshold when the level set is empty."""
-    grid, _ = density_grid(field.density, config.resolution, config.coarse_resolution, config.threshold, bound, device)
+    Raises MeshdreamError naming the level when the level set is empty, and naming what happened when
+    the solid fills the scene box (the usual SDS collapse: density grown everywhere)."""
+    C = config.coarse_resolution
+    lin = torch.linspace(-bound, bound, C, device=device)
+    coarse_grid = _evaluate(field.density, torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).view(-1, 3)).view(C, C, C)
+    level = resolve_level(coarse_grid, config)
+    grid, _ = density_grid(field.density, config.resolution, config.coarse_resolution, level, bound, device)
     peak = float(grid.max())
-    if not peak > config.threshold:
-        raise MeshdreamError(f"the density never exceeds the extraction threshold {config.threshold} (peak density "
+    if not peak > level:
+        raise MeshdreamError(f"the density never exceeds the extraction threshold {round(level, 4)} (peak density "
                              f"{peak:.3g}): the surface is empty. Lower extract.threshold in the config or train longer")
-    v, f = marching_cubes(grid.float().cpu().numpy(), config.threshold, bounds=((-bound,) * 3, (bound,) * 3))
+    values = grid.float().cpu().numpy()
+    solid, _ = clean_solid(values > level, config.close_radius, config.fill_cavities, config.keep_largest)
+    filled = border_fraction(solid)
+    if filled > config.max_border_fraction:
+        raise MeshdreamError(
+            f"the field fills the scene box: {filled:.0%} of the box's faces lie inside the surface at density level {round(level, 4)} "
+            f"(allowed: extract.max_border_fraction = {config.max_border_fraction}). SDS grew density everywhere instead of "
+            "an object; try another --seed, or raise sparsity_weight / lower guidance.t_max in the coarse config")
+    signed = signed_grid(values, level, solid)
+    # one layer of outside around the box: a solid that touches the box still gets a closed surface
+    signed = np.pad(signed, 1, constant_values=-max(level, 1e-6))
+    h = 2 * bound / (config.resolution - 1)
+    v, f = marching_cubes(signed, 0.0, bounds=((-bound - h,) * 3, (bound + h,) * 3))
     if len(f) == 0:
-        raise MeshdreamError(f"marching cubes found no surface at density threshold {config.threshold}")
+        raise MeshdreamError(f"marching cubes found no surface at density threshold {round(level, 4)}")
+    v, f, _ = clean_mesh(v, f, None, min_component_fraction=1.0 if config.keep_largest else config.min_component_fraction,
+                         merge_distance=0.0, smooth_iterations=config.smooth_iterations, target_faces=config.target_faces or None)
     colours = _evaluate(field.albedo, torch.from_numpy(v).to(device)).float().cpu().numpy()
-    v, f, colours = clean_mesh(v, f, colours, min_component_fraction=config.min_component_fraction,
-                               target_faces=config.target_faces or None)
     return v, f, np.clip(colours, 0, 1)

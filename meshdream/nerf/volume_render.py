@@ -155,16 +155,18 @@ def render_rays(
     return RenderOutput(rgb=rgb, opacity=opacity, depth=depth, weights=weights, normals=normals, dirs=dirs, evaluated=int(idx.numel()))
 
 
-def render_cameras(field, cameras, resolution: int, *, num_samples: int, bound: float, shading: str, background: torch.Tensor,
+def render_cameras(field, cameras, resolution: int, *, num_samples: int, bound: float, shading: str,
+                   background: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
                    occupancy: OccupancyGrid | None = None, generator: torch.Generator | None = None, with_normals: bool = True,
                    ambient: float = 0.3, diffuse: float = 0.7, chunk: int = 4096) -> tuple[torch.Tensor, RenderOutput]:
     """Render B cameras at resolution x resolution. Returns images [B, 3, H, W] (row 0 = top) and the
-    per-ray output. background: [3] colour. Without gradients, rays go through in chunks of ``chunk``."""
+    per-ray output. background: a [3] colour, or a function of the ray directions [R, 3] -> [R, 3]
+    (a learned background). Without gradients, rays go through in chunks of ``chunk``."""
     o, d = cameras.rays(resolution, resolution)
     B = len(cameras)
     light = cameras.light_position[:, None, :].expand(B, resolution * resolution, 3).reshape(-1, 3)
-    bg = background.to(o.dtype).expand(B * resolution * resolution, 3)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
+    bg = background(d) if callable(background) else background.to(o.dtype).expand(B * resolution * resolution, 3)
     kwargs = dict(num_samples=num_samples, bound=bound, shading=shading, occupancy=occupancy, generator=generator,
                   with_normals=with_normals, ambient=ambient, diffuse=diffuse)
     if torch.is_grad_enabled() or len(o) <= chunk:
@@ -177,6 +179,14 @@ def render_cameras(field, cameras, resolution: int, *, num_samples: int, bound: 
                            evaluated=sum(p.evaluated for p in parts))
     images = out.rgb.view(B, resolution, resolution, 3).permute(0, 3, 1, 2)
     return images, out
+
+
+def frame_border_opacity(opacity: torch.Tensor) -> float:
+    """Mean opacity [0, 1] of the outermost pixel ring of images' opacity [B, H, W]: ~0 for an object
+    framed on its background, ~1 when the field fills the frame (the SDS collapse where density grows
+    everywhere and the prompt's colour covers the background)."""
+    ring = torch.cat([opacity[:, 0], opacity[:, -1], opacity[:, 1:-1, 0], opacity[:, 1:-1, -1]], dim=1)
+    return float(ring.float().mean())
 
 
 def orientation_loss(out: RenderOutput) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
@@ -17,17 +18,18 @@ from ..cameras import CameraConfig, sample_cameras, turntable_cameras
 from ..checkpoint import save_checkpoint
 from ..config import SEED_MAX, bounded
 from ..device import resolve_device
-from ..errors import UserInputError
+from ..errors import MeshdreamError, UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..guidance.base import check_prompt
+from ..nerf.background import LearnedBackground
 from ..nerf.extract import ExtractConfig, extract_mesh
 from ..nerf.field import FieldConfig, NeRFField, save_field_state
 from ..nerf.hash_grid import HashGridConfig
-from ..nerf.volume_render import OccupancyGrid, orientation_loss, render_cameras, sparsity_loss
+from ..nerf.volume_render import OccupancyGrid, frame_border_opacity, orientation_loss, render_cameras, sparsity_loss
 from ..previews import save_strip
+from ..provenance import mark_started, write_record
 from ..run import RunDir, locks_run, write_prompt
 from ..shading import ShadingConfig, shading_for_step
-from ..provenance import mark_started, write_record
 from ..stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
 
 
@@ -51,18 +53,34 @@ class CoarseConfig:
     supersample: int = bounded(1, ge=1, le=8)  # render at resolution * supersample, then average down
     num_samples: int = bounded(32, ge=1, le=4096)  # samples per ray
     bound: float = bounded(1.0, gt=0)  # scene cube [-bound, bound]^3
-    lr: float = bounded(0.005, gt=0)
+    lr: float = bounded(0.005, gt=0)  # hash-grid table
+    # the MLP's weights act on every point at once (its output bias lifts density everywhere), so they
+    # learn slower than the local table entries, as in threestudio (0.001 vs 0.01) and stable-dreamfusion
+    mlp_lr_scale: float = bounded(0.1, gt=0, le=10)
     background: Tuple[float, float, float] = (1.0, 1.0, 1.0)  # solid colour (the embedded prior is trained on white)
+    # learn a view-dependent background starting from that colour (nerf/background.py), as DreamFusion
+    # does to absorb SDS's pull to colour the whole frame. Off: with the 32 px prior it did not stop the
+    # growth (cube and torus reached the box with and without it, measured), and white is what the prior knows
+    learned_background: bool = False
+    background_lr: float = bounded(0.01, gt=0)
     orientation_weight: Tuple[float, float] = (0.0, 10.0)  # linear ramp over the run (steps with normals only)
     sparsity_weight: Tuple[float, float] = (0.0, 0.5)
     checkpoint_every: int = bounded(50, ge=1)
     preview_every: int = bounded(100, ge=0)  # 0: no previews
     preview_views: int = bounded(6, ge=1, le=64)
     preview_resolution: int = bounded(48, ge=8, le=2048)
+    # the run stops when the preview views' border ring is more opaque than this: the field fills the
+    # frame instead of showing an object (checked at every preview and before extraction; 1.0: never)
+    max_frame_fill: float = bounded(0.5, ge=0, le=1)
+    collapse_check_every: int = bounded(25, ge=0)  # cheap frame-fill check (4 small views) this often; 0: only at previews
+    restarts: int = bounded(3, ge=0, le=100)  # a run that fills the frame starts over from step 0 with the next seed, this many times
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
     # a coarse grid (4 levels up to 32^3) keeps a 32 px prior from carving spikes; GPU presets use 16 levels
-    nerf: FieldConfig = dataclasses.field(default_factory=lambda: FieldConfig(hash_grid=HashGridConfig(levels=4, max_resolution=32)))
+    # and a compact start blob (density > 0.5 within r < 0.76, a third of the box): DreamFusion's wider,
+    # denser blob fills 90% of the box with haze from step 0, which SDS then grows into a box-sized ball
+    nerf: FieldConfig = dataclasses.field(default_factory=lambda: FieldConfig(hash_grid=HashGridConfig(levels=4, max_resolution=32),
+                                                                               blob_scale=5.0, density_bias=-2.0))
     shading: ShadingConfig = field(default_factory=ShadingConfig)
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
@@ -74,13 +92,48 @@ def _overrides(iters, seed, guidance) -> dict:
 
 @torch.no_grad()
 def render_preview(field_: NeRFField, cfg: CoarseConfig, device: torch.device, occupancy: OccupancyGrid | None = None,
-                   shading: str = "lambertian") -> torch.Tensor:
-    """Turntable views [N, 3, H, W] of the field (light at the camera), skipping empty space."""
+                   shading: str = "lambertian") -> tuple[torch.Tensor, float]:
+    """Turntable views [N, 3, H, W] of the field (light at the camera), skipping empty space, and the
+    opacity of their border ring (see frame_border_opacity)."""
     cams = turntable_cameras(cfg.preview_views, distance=sum(cfg.cameras.distance_range) / 2).to(device)
-    images, _ = render_cameras(field_, cams, cfg.preview_resolution, num_samples=cfg.num_samples, bound=cfg.bound,
-                               shading=shading, background=torch.tensor(cfg.background, device=device), occupancy=occupancy,
-                               with_normals=False, ambient=cfg.shading.ambient, diffuse=cfg.shading.diffuse)
-    return images
+    images, out = render_cameras(field_, cams, cfg.preview_resolution, num_samples=cfg.num_samples, bound=cfg.bound,
+                                 shading=shading, background=torch.tensor(cfg.background, device=device), occupancy=occupancy,
+                                 with_normals=False, ambient=cfg.shading.ambient, diffuse=cfg.shading.diffuse)
+    return images, frame_border_opacity(out.opacity.view(len(cams), cfg.preview_resolution, cfg.preview_resolution))
+
+
+class FrameFilledError(MeshdreamError):
+    """The field fills the frame: SDS grew density everywhere instead of shaping an object."""
+
+    def __init__(self, message: str, config: CoarseConfig, step: int):
+        super().__init__(message)
+        self.config, self.step = config, step
+
+
+def check_frame(border: float, cfg: CoarseConfig, step: int, where: str) -> None:
+    """Raise FrameFilledError when the views' border ring is more opaque than cfg.max_frame_fill."""
+    if border > cfg.max_frame_fill:
+        raise FrameFilledError(
+            f"coarse: at step {step} the field fills the frame (opacity {border:.2f} at the borders of {where}, allowed "
+            f"max_frame_fill = {cfg.max_frame_fill}): SDS grew density everywhere instead of shaping an object", cfg, step)
+
+
+def save_checked_preview(field_: NeRFField, cfg: CoarseConfig, device: torch.device, occupancy: OccupancyGrid | None, path: Path,
+                         step: int, shading: str = "albedo") -> None:
+    """Write a preview strip, then stop the run if the field fills the frame (before it wastes the rest
+    of the run and hands a box to refine)."""
+    images, border = render_preview(field_, cfg, device, occupancy, shading)
+    save_strip(images, path)
+    check_frame(border, cfg, step, f"the preview {path.name}")
+
+
+@torch.no_grad()
+def quick_frame_check(field_: NeRFField, cfg: CoarseConfig, device: torch.device, occupancy: OccupancyGrid | None, step: int) -> None:
+    """The frame-fill check on 4 turntable views at 24 px (a few ms), between previews."""
+    cams = turntable_cameras(4, distance=sum(cfg.cameras.distance_range) / 2).to(device)
+    _, out = render_cameras(field_, cams, 24, num_samples=cfg.num_samples, bound=cfg.bound, shading="albedo",
+                            background=torch.tensor(cfg.background, device=device), occupancy=occupancy, with_normals=False)
+    check_frame(frame_border_opacity(out.opacity.view(4, 24, 24)), cfg, step, "4 turntable views")
 
 
 def _open_run(prompt, out, **_) -> RunDir:
@@ -94,8 +147,27 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
            progress: bool = True) -> Path:
     """Optimise a NeRF for ``prompt`` by SDS and extract its mesh. Returns RUN/coarse/mesh.ply.
 
-    With ``resume``, continues RUN's coarse checkpoint (see :mod:`meshdream.stage_loop` for which options
-    a resume honours)."""
+    A run whose field fills the frame (the SDS collapse) starts over with the next seed, up to
+    ``restarts`` times, and says so; after that it stops with what happened and what to change.
+    With ``resume``, continues RUN's coarse checkpoint (see :mod:`meshdream.resume` for which settings
+    may change on a resume)."""
+    seeds = []
+    while True:
+        try:
+            return _coarse_once(prompt, out, config=config, guidance=guidance, iters=iters, seed=seed, device=device,
+                                resume=resume, negative_prompt=negative_prompt, progress=progress)
+        except FrameFilledError as e:
+            seeds.append(e.config.seed)
+            if len(seeds) > e.config.restarts:
+                raise MeshdreamError(f"{e} with every seed tried ({', '.join(map(str, seeds))}). Try other seeds (--seed), a "
+                                     "smaller start blob (nerf.blob_scale), or a higher sparsity_weight in the coarse config") from None
+            config, seed, iters, guidance, resume = dataclasses.replace(e.config, seed=e.config.seed + 1), None, None, None, False
+            print(f"{e}; starting over with seed {config.seed} ({len(seeds)} of {config.restarts} restarts)", flush=True)
+
+
+def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
+                 seed: int | None = None, device: str | None = None, resume: bool = False, negative_prompt: str | None = None,
+                 progress: bool = True) -> Path:
     prompt = check_prompt(prompt)
     run = RunDir.create(out)
     stage = run.coarse
@@ -117,20 +189,29 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
 
     g = seeded_generator(cfg.seed)  # seeds the field's initial weights too
     field_ = NeRFField(cfg.nerf, cfg.bound).to(dev)
-    optimizer = torch.optim.Adam(field_.parameters(), lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    params = [{"params": list(field_.encoding.parameters()), "lr": cfg.lr},
+              {"params": list(field_.mlp.parameters()), "lr": cfg.lr * cfg.mlp_lr_scale}]
+    bg_model = LearnedBackground(cfg.background).to(dev) if cfg.learned_background else None
+    if bg_model is not None:
+        params.append({"params": list(bg_model.parameters()), "lr": cfg.background_lr})
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
     occupancy = OccupancyGrid(cfg.occupancy.resolution, cfg.bound, cfg.occupancy.decay, cfg.occupancy.threshold) if cfg.occupancy.enabled else None
     if state is not None:
         with restoring(stage / "checkpoint.pt", "coarse"):
             field_.load_state_dict(state["field"]["state"])
+            if bg_model is not None:
+                bg_model.load_state_dict(state["background"])
             optimizer.load_state_dict(state["optimizer"])
             if occupancy is not None and state.get("occupancy") is not None:
                 occupancy.load_state_dict(state["occupancy"])
-        for group in optimizer.param_groups:  # lr may change on --resume
-            group["lr"] = cfg.lr
+        lrs = [cfg.lr, cfg.lr * cfg.mlp_lr_scale] + ([cfg.background_lr] if bg_model is not None else [])
+        for group, lr in zip(optimizer.param_groups, lrs):  # learning rates may change on --resume
+            group["lr"] = lr
     meta = {"prompt": prompt, "negative_prompt": negative_prompt or "", "seed": cfg.seed}
     loop = StageLoop("coarse", stage, cfg, g, meta=meta, progress=progress,
                      state=lambda: {"field": save_field_state(field_), "optimizer": optimizer.state_dict(),
-                                    "occupancy": occupancy.state_dict() if occupancy is not None else None})
+                                    "occupancy": occupancy.state_dict() if occupancy is not None else None,
+                                    "background": bg_model.state_dict() if bg_model is not None else None})
     loop.restore(state)
     loop.save_config()
     write_prompt(run, meta)
@@ -143,8 +224,8 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
         cams = sample_cameras(cfg.batch_size, cfg.cameras, g).to(dev)
         mode = shading_for_step(cfg.shading, step, g)
         images, rendered = render_cameras(field_, cams, resolution * cfg.supersample, num_samples=cfg.num_samples, bound=cfg.bound,
-                                          shading=mode, background=background, occupancy=occupancy, generator=g,
-                                          with_normals=False, ambient=cfg.shading.ambient, diffuse=cfg.shading.diffuse)
+                                          shading=mode, background=bg_model if bg_model is not None else background,
+                                          occupancy=occupancy, generator=g, with_normals=False, ambient=cfg.shading.ambient, diffuse=cfg.shading.diffuse)
         if cfg.supersample > 1:
             images = torch.nn.functional.avg_pool2d(images, cfg.supersample)
         sds = guide.sds_loss(images, embeddings, cams.azimuth, cams.elevation, frac, generator=g)
@@ -152,12 +233,22 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
                 + ramp(cfg.sparsity_weight, frac) * sparsity_loss(rendered))
         return loss, mode
 
+    done_steps = [loop.start]
+
+    def after_step(done: int) -> None:
+        done_steps[0] = done
+        previewed = bool(cfg.preview_every) and done % cfg.preview_every == 0  # the preview checks it then
+        if cfg.collapse_check_every and done % cfg.collapse_check_every == 0 and not previewed:
+            quick_frame_check(field_, cfg, dev, occupancy, done)
+
     def preview(path: Path, final: bool) -> None:
         if final:
             field_.eval()  # the final strip is lit; the ones along the way show the albedo
-        save_strip(render_preview(field_, cfg, dev, occupancy, "lambertian" if final else "albedo"), path)
+            save_checked_preview(field_, cfg, dev, occupancy, path, cfg.iters, "lambertian")
+        else:
+            save_checked_preview(field_, cfg, dev, occupancy, path, done_steps[0])
 
-    loop.run(compute_loss, optimizer, preview)
+    loop.run(compute_loss, optimizer, preview, after_step)
     vertices, faces, colours = extract_mesh(field_, cfg.extract, cfg.bound, dev)
     _save_mesh(run.coarse_mesh, vertices, faces, colours)
     save_checkpoint(run.coarse_field, {"field": save_field_state(field_), **meta})
