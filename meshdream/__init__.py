@@ -5,10 +5,11 @@ Stages, each a plain function (and a CLI command of the same name):
     refine(run)          mesh + UV texture by SDS through differentiable rasterisation
     export(run, format)  GLB / glTF / OBJ / PLY
     generate(prompt, out) all three, plus a turntable GIF
+    batch(prompts, out)   generate for many prompts on Ray, with an index and a gallery
 """
 __version__ = "0.1.0"
 
-__all__ = ["coarse", "refine", "export", "generate", "__version__"]
+__all__ = ["coarse", "refine", "export", "generate", "batch", "__version__"]
 
 
 def __getattr__(name):  # lazy: `import meshdream` stays cheap, torch loads on first use
@@ -16,4 +17,8 @@ def __getattr__(name):  # lazy: `import meshdream` stays cheap, torch loads on f
         import importlib
 
         return getattr(importlib.import_module(f"meshdream.pipeline.{name}"), name)
+    if name == "batch":
+        from .ray_batch import batch
+
+        return batch
     raise AttributeError(f"module 'meshdream' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The ``meshdream`` command line: coarse, refine, export, generate.
+"""The ``meshdream`` command line: coarse, refine, export, generate, batch.
 
 Each command is a thin wrapper over the Python function of the same name; user errors become click
 usage errors (exit code 2) and other meshdream errors clean messages (exit code 1), never tracebacks.
@@ -164,6 +164,42 @@ def generate(prompt, out, guidance, coarse_config, refine_config, coarse_iters, 
               coarse_iters=coarse_iters, refine_iters=refine_iters, format=fmt, seed=seed, device=device,
               resume=resume, negative_prompt=negative_prompt, progress=not quiet)
     click.echo(f"asset: {path}")
+
+
+@cli.command()
+@click.argument("prompts", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Batch folder: DIR/<slug>/ RUNs, index.json, index.html.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Jobs at once (default: CPUs // --cpus-per-job, and GPUs // --gpus-per-job).")
+@click.option("--address", default=None, metavar="ADDR", help="Join a running Ray cluster: 'auto' or 'ray://host:port' (default: a local Ray for this call).")
+@click.option("--gpus-per-job", type=click.FloatRange(min=0), default=0.0, show_default=True, help="GPUs per prompt (fractions share a GPU); > 0 runs jobs on CUDA.")
+@click.option("--cpus-per-job", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="CPUs per prompt (also its torch threads).")
+@click.option("--resume", is_flag=True, help="Continue DIR's batch: finished prompts are kept, the others resume from their checkpoints.")
+@click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True, help="Retries of a failed prompt before it is reported.")
+@guidance_option
+@click.option("--coarse-config", type=click.Path(dir_okay=False), default=None, help="YAML for every prompt's coarse stage.")
+@click.option("--refine-config", type=click.Path(dir_okay=False), default=None, help="YAML for every prompt's refine stage.")
+@click.option("--coarse-iters", type=click.IntRange(min=1), default=None)
+@click.option("--refine-iters", type=click.IntRange(min=1), default=None)
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="glb", show_default=True)
+@seed_option
+@quiet_option
+@_user_errors
+def batch(prompts, out, workers, address, gpus_per_job, cpus_per_job, resume, retries, guidance, coarse_config, refine_config,
+          coarse_iters, refine_iters, fmt, seed, quiet):
+    """Generate one asset per line of PROMPTS (.txt, or .yaml/.jsonl with per-prompt overrides) on Ray.
+
+    Writes DIR/<slug>/ (a RUN folder per prompt), DIR/index.json and a gallery DIR/index.html."""
+    from .ray_batch import batch as run_batch
+
+    index = run_batch(prompts, out, workers=workers, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
+                      resume=resume, retries=retries, guidance=guidance, coarse_config=coarse_config,
+                      refine_config=refine_config, coarse_iters=coarse_iters, refine_iters=refine_iters, seed=seed,
+                      format=fmt, progress=not quiet)
+    failed = [e for e in index["jobs"] if e["status"] != "done"]
+    click.echo(f"gallery: {click.format_filename(str(out))}/index.html ({len(index['jobs']) - len(failed)} of {len(index['jobs'])} done)")
+    if failed:
+        lines = "\n".join(f"  {e['slug']}: {e['error'] or e['status']}" for e in failed)
+        raise click.ClickException(f"{len(failed)} prompt(s) failed (details in index.json); fix them and rerun with --resume:\n{lines}")
 
 
 def main() -> None:

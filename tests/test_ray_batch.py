@@ -1,0 +1,161 @@
+"""`meshdream batch` on a local Ray with 2 CPUs: real workers, real RUN folders, tiny configs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trimesh
+import yaml
+from click.testing import CliRunner
+
+import meshdream
+from meshdream.cli import cli
+from test_export import gltf_validator  # noqa: F401  (the Khronos validator fixture)
+
+
+
+def _ray_processes() -> list[int]:
+    """PIDs of Ray task workers on this machine (their process title starts with 'ray::')."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().startswith(b"ray::"):
+                        pids.append(int(pid))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory, tiny_configs):
+    """3 short prompts and 1 made to fail (its surface threshold is unreachable), 2 workers of 1 CPU, 1 retry."""
+    out = tmp_path_factory.mktemp("batch") / "out"
+    prompts = ["a red cube", "a blue sphere", {"prompt": "a green torus", "seed": 5, "coarse_iters": 4, "refine_iters": 2},
+               {"prompt": "a yellow cone", "coarse": {"extract": {"threshold": 1.0e9}}}]
+    t = time.time()
+    index = meshdream.batch(prompts, out, workers=2, cpus_per_job=1, retries=1, coarse_config=tiny_configs["coarse"],
+                            refine_config=tiny_configs["refine"], progress=False)
+    return out, index, time.time() - t
+
+
+def test_three_prompts_give_three_valid_glbs_and_index_entries(batch_run, gltf_validator):  # noqa: F811
+    out, index, _ = batch_run
+    on_disk = json.loads((out / "index.json").read_text())
+    assert on_disk["jobs"] == index["jobs"]
+    done = {e["slug"]: e for e in index["jobs"] if e["status"] == "done"}
+    assert sorted(done) == ["a-blue-sphere", "a-green-torus", "a-red-cube"]
+    for slug, entry in done.items():
+        glb = out / entry["asset"]
+        assert glb == out / slug / "export" / "model.glb" and glb.is_file()
+        report = gltf_validator(glb)
+        assert report["numErrors"] == 0, report["messages"]
+        assert len(trimesh.load(glb, force="mesh").faces) > 0
+        # a normal RUN folder, as `generate` makes it
+        for f in ("coarse/mesh.ply", "coarse/checkpoint.pt", "refine/mesh.obj", "refine/texture.png", "turntable.gif"):
+            assert (out / slug / f).is_file(), f
+        assert entry["turntable"] == f"{slug}/turntable.gif" and entry["error"] is None and entry["attempts"] == 1
+        assert set(entry["times"]) == {"coarse", "refine", "export", "turntable", "total"}
+        assert all(v > 0 for v in entry["times"].values())
+        assert entry["peak_memory_mb"] > 50  # a whole worker process with torch loaded
+        # workers are pinned to their CPU share so they do not fight over the cores
+        assert entry["worker"]["threads"] == 1 and entry["worker"]["omp_num_threads"] == "1"
+    assert done["a-green-torus"]["seed"] == 5 and done["a-red-cube"]["seed"] == 0
+    assert yaml.safe_load((out / "a-green-torus" / "coarse" / "config.yaml").read_text())["iters"] == 4
+    assert len({e["worker"]["pid"] for e in done.values()}) == 3  # a fresh process per job
+
+
+def test_a_failing_prompt_is_retried_and_reported_without_stopping_the_others(batch_run):
+    out, index, _ = batch_run
+    failed = [e for e in index["jobs"] if e["status"] != "done"]
+    assert len(failed) == 1
+    entry = failed[0]
+    assert entry["slug"] == "a-yellow-cone" and entry["status"] == "failed" and entry["attempts"] == 2
+    assert "extraction threshold" in entry["error"] and entry["asset"] is None
+    # the retry resumed from the first attempt's checkpoint instead of starting over
+    assert entry["resumed_from"].get("coarse", 0) > 0
+
+
+def test_gallery_lists_every_prompt(batch_run):
+    out, index, _ = batch_run
+    page = (out / "index.html").read_text()
+    assert page.count("<model-viewer ") == 3 and "extraction threshold" in page
+    assert (out / "gallery" / "model-viewer-umd.min.js").is_file() and (out / "gallery" / "LICENSE-model-viewer.txt").is_file()
+
+
+def test_existing_batch_needs_resume_and_a_finished_batch_resumes_instantly(batch_run, tiny_configs):
+    out, index, _ = batch_run
+    r = CliRunner().invoke(cli, ["batch", str(out / ".." / "p.txt"), "--out", str(out)])
+    assert r.exit_code == 2  # the prompts file does not exist
+    prompts = out.parent / "p.txt"
+    prompts.write_text("a red cube\n")
+    r = CliRunner().invoke(cli, ["batch", str(prompts), "--out", str(out)])
+    assert r.exit_code == 2 and "--resume" in r.output and "Traceback" not in r.output
+    before = (out / "a-red-cube" / "export" / "model.glb").stat().st_mtime_ns
+    t = time.time()
+    r = CliRunner().invoke(cli, ["batch", str(prompts), "--out", str(out), "--resume"])
+    assert r.exit_code == 1 and "a-yellow-cone" in r.output  # the old failure is still reported
+    assert time.time() - t < 10  # nothing to run: Ray is not even started
+    assert (out / "a-red-cube" / "export" / "model.glb").stat().st_mtime_ns == before
+
+
+def test_bad_prompts_files_are_usage_errors_before_any_work(tmp_path, tiny_configs):
+    cases = {"empty.txt": ("", "holds no prompts"),
+             "dup.txt": ("a red cube\na red cube\n", "already used"),
+             "over.yaml": ("- prompt: a red cube\n  coarse: {iterz: 3}\n", "unknown config key coarse.iterz"),
+             "seed.jsonl": ('{"prompt": "a red cube", "seed": -1}\n', "seed must be an integer >= 0")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        out = tmp_path / f"out-{name}"
+        r = CliRunner().invoke(cli, ["batch", str(tmp_path / name), "--out", str(out)])
+        assert r.exit_code == 2 and message in r.output and name in r.output and "Traceback" not in r.output, r.output
+        assert not out.exists()  # before any work
+    r = CliRunner().invoke(cli, ["batch", str(tmp_path / "dup.txt"), "--out", str(tmp_path / "o"), "--retries", "-1"])
+    assert r.exit_code == 2 and "--retries" in r.output
+    r = CliRunner().invoke(cli, ["batch", str(tmp_path / "dup.txt"), "--out", str(tmp_path / "o"), "--cpus-per-job", "0"])
+    assert r.exit_code == 2 and "--cpus-per-job" in r.output
+
+
+def test_sigkill_of_the_driver_then_resume_redoes_nothing_finished(tmp_path, tiny_configs):
+    cfg = yaml.safe_load(open(tiny_configs["coarse"]))
+    cfg.update(iters=60, checkpoint_every=2)
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(yaml.safe_dump(cfg))
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text(yaml.safe_dump([{"prompt": "a red cube", "coarse_iters": 4},
+                                       {"prompt": "a blue sphere", "coarse_config": str(slow)},
+                                       "a green torus"]))
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "meshdream", "batch", str(prompts), "--out", str(out), "--workers", "1",
+            "--coarse-config", tiny_configs["coarse"], "--refine-config", tiny_configs["refine"], "--quiet"]
+    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = out / "a-blue-sphere" / "coarse" / "checkpoint.pt"
+    deadline = time.time() + 180
+    while time.time() < deadline and driver.poll() is None and not ckpt.exists():
+        time.sleep(0.1)
+    assert ckpt.exists(), driver.stderr.read().decode()[-3000:]
+    time.sleep(1.0)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    index = json.loads((out / "index.json").read_text())
+    status = {e["slug"]: e["status"] for e in index["jobs"]}
+    assert status == {"a-red-cube": "done", "a-blue-sphere": "running", "a-green-torus": "pending"}, status
+    deadline = time.time() + 60
+    while _ray_processes() and time.time() < deadline:  # the driver's local Ray goes down with it
+        time.sleep(0.5)
+    assert not _ray_processes()
+    finished = (out / "a-red-cube" / "export" / "model.glb").stat().st_mtime_ns
+    r = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    index = json.loads((out / "index.json").read_text())
+    entries = {e["slug"]: e for e in index["jobs"]}
+    assert all(e["status"] == "done" for e in entries.values())
+    assert (out / "a-red-cube" / "export" / "model.glb").stat().st_mtime_ns == finished  # not redone
+    assert entries["a-red-cube"]["attempts"] == 1
+    assert entries["a-blue-sphere"]["resumed_from"]["coarse"] >= 2  # continued from its checkpoint
+    assert entries["a-green-torus"]["resumed_from"] == {}
