@@ -64,7 +64,7 @@ setup(
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["meshdream", "meshdream.*"]),
-    package_data={"meshdream": ["guidance/embedded_prior/**/*", "guidance/embedded_prior/*"]},
+    package_data={"meshdream": ["guidance/embedded_prior/**/*", "guidance/embedded_prior/*", "gallery_assets/*"]},
     include_package_data=True,
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExt},
@@ -90,7 +90,9 @@ setup(
         "rtree>=1.0",  # trimesh closest-point queries (texture resampling on decimation)
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16"],
+        # ray: `meshdream batch`; playwright drives Debian's chromium in the gallery test (no browser download)
+        "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16", "ray>=2.9", "playwright>=1.40"],
+        "cluster": ["ray[client]>=2.9"],  # `meshdream batch` (ray[client] for --address ray://host:port)
         "bench": ["PyMCubes>=0.1.4"],
     },
     entry_points={"console_scripts": ["meshdream=meshdream.cli:main"]},

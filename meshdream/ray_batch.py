@@ -96,6 +96,23 @@ def _checkpoint_steps(run: Path) -> dict[str, int]:
     return steps
 
 
+_held_locks: list = []
+
+
+def _lock_run(run: Path) -> float:
+    """Take RUN/.batch-lock (flock, released by the OS when the process dies); returns the seconds waited.
+
+    A worker orphaned by a killed driver may still be writing the RUN for a moment; the resumed job waits for it."""
+    import fcntl
+
+    run.mkdir(parents=True, exist_ok=True)
+    f = open(run / ".batch-lock", "a")
+    t = time.perf_counter()
+    fcntl.flock(f, fcntl.LOCK_EX)
+    _held_locks.append(f)
+    return round(time.perf_counter() - t, 3)
+
+
 def run_job(spec: dict, device: str, threads: int, resume: bool) -> dict:
     """Run one prompt (in a Ray worker): ``generate`` into spec["run"]. Never raises: failures are returned.
 
@@ -114,7 +131,8 @@ def run_job(spec: dict, device: str, threads: int, resume: bool) -> dict:
 
     torch.set_num_threads(threads)  # Ray also sets OMP_NUM_THREADS to the task's CPUs; torch's pool must agree
     run = Path(spec["run"])
-    result: dict[str, Any] = {"pid": os.getpid(), "node": socket.gethostname(), "threads": torch.get_num_threads(),
+    lock = _lock_run(run)  # held until this process exits
+    result: dict[str, Any] = {"lock_wait_s": lock, "pid": os.getpid(), "node": socket.gethostname(), "threads": torch.get_num_threads(),
                               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "device": device,
                               "resumed_from": _checkpoint_steps(run) if resume else {}}
     timings: dict[str, float] = {}

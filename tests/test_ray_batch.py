@@ -133,24 +133,24 @@ def test_sigkill_of_the_driver_then_resume_redoes_nothing_finished(tmp_path, tin
     out = tmp_path / "out"
     args = [sys.executable, "-m", "meshdream", "batch", str(prompts), "--out", str(out), "--workers", "1",
             "--coarse-config", tiny_configs["coarse"], "--refine-config", tiny_configs["refine"], "--quiet"]
-    driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as f:
+        driver = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
     ckpt = out / "a-blue-sphere" / "coarse" / "checkpoint.pt"
-    deadline = time.time() + 180
+    deadline = time.time() + 600  # generous: the 2 cores may be shared
     while time.time() < deadline and driver.poll() is None and not ckpt.exists():
         time.sleep(0.1)
-    assert ckpt.exists(), driver.stderr.read().decode()[-3000:]
+    if not ckpt.exists():
+        driver.kill()
+        pytest.fail(f"no checkpoint of the 2nd prompt in time; driver log:\n{log.read_text()[-3000:]}")
     time.sleep(1.0)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     index = json.loads((out / "index.json").read_text())
     status = {e["slug"]: e["status"] for e in index["jobs"]}
     assert status == {"a-red-cube": "done", "a-blue-sphere": "running", "a-green-torus": "pending"}, status
-    deadline = time.time() + 60
-    while _ray_processes() and time.time() < deadline:  # the driver's local Ray goes down with it
-        time.sleep(0.5)
-    assert not _ray_processes()
     finished = (out / "a-red-cube" / "export" / "model.glb").stat().st_mtime_ns
-    r = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     index = json.loads((out / "index.json").read_text())
     entries = {e["slug"]: e for e in index["jobs"]}
@@ -159,3 +159,8 @@ def test_sigkill_of_the_driver_then_resume_redoes_nothing_finished(tmp_path, tin
     assert entries["a-red-cube"]["attempts"] == 1
     assert entries["a-blue-sphere"]["resumed_from"]["coarse"] >= 2  # continued from its checkpoint
     assert entries["a-green-torus"]["resumed_from"] == {}
+    # the killed driver's local Ray goes down too (a worker still finishing its step holds the RUN's lock meanwhile)
+    deadline = time.time() + 120
+    while _ray_processes() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _ray_processes()
