@@ -349,6 +349,7 @@ def batch(prompts: str | os.PathLike | Iterable[Any], out: str | os.PathLike, *,
         return index
 
     workers, started = _start_ray(ray, address, workers, cpus_per_job, gpus_per_job)
+    restore = _sigterm_as_interrupt() if started else None  # so `finally` stops the local Ray it started
     threads = max(1, math.ceil(cpus_per_job))
     remote = ray.remote(num_cpus=cpus_per_job, num_gpus=gpus_per_job, max_calls=1, max_retries=0)(run_job)
     say(f"batch: {len(todo)} prompt(s), {workers} at a time, {cpus_per_job:g} CPU / {gpus_per_job:g} GPU each -> {out}")
@@ -389,9 +390,26 @@ def batch(prompts: str | os.PathLike | Iterable[Any], out: str | os.PathLike, *,
     finally:
         if started:
             ray.shutdown()
+        if restore is not None:
+            restore()
     write_index(out, index)
     _write_gallery(out, index)
     return index
+
+
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt (main thread only); returns a function restoring the old handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def _write_gallery(out: Path, index: dict) -> None:

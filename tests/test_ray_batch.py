@@ -19,13 +19,13 @@ from test_export import gltf_validator  # noqa: F401  (the Khronos validator fix
 
 
 def _ray_processes() -> list[int]:
-    """PIDs of Ray task workers on this machine (their process title starts with 'ray::')."""
+    """PIDs of Ray task workers on this machine (process titles 'ray::run_job', 'ray::IDLE')."""
     pids = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if f.read().startswith(b"ray::"):
+                    if f.read().startswith((b"ray::run_job", b"ray::IDLE")):
                         pids.append(int(pid))
             except OSError:
                 pass
