@@ -96,21 +96,28 @@ def _checkpoint_steps(run: Path) -> dict[str, int]:
     return steps
 
 
-_held_locks: list = []
+LOCK_WAIT_S = 600.0
+_held_locks: list = []  # RUN locks this worker holds until it exits
 
 
-def _lock_run(run: Path) -> float:
-    """Take RUN/.batch-lock (flock, released by the OS when the process dies); returns the seconds waited.
+def _hold_run_lock(run: Path) -> float:
+    """Make RUN (marked as a RUN folder) and take its lock, waiting while another process holds it; returns the
+    seconds waited. A worker orphaned by a killed driver may still be writing the RUN for a moment."""
+    from .run import RunDir, RunLockedError, run_lock
 
-    A worker orphaned by a killed driver may still be writing the RUN for a moment; the resumed job waits for it."""
-    import fcntl
-
-    run.mkdir(parents=True, exist_ok=True)
-    f = open(run / ".batch-lock", "a")
-    t = time.perf_counter()
-    fcntl.flock(f, fcntl.LOCK_EX)
-    _held_locks.append(f)
-    return round(time.perf_counter() - t, 3)
+    RunDir.create(run)
+    start = time.perf_counter()
+    while True:
+        held = run_lock(run, "batch")
+        try:
+            held.__enter__()  # released by the OS when this process exits (max_calls=1: right after the job)
+            break
+        except RunLockedError:
+            if time.perf_counter() - start > LOCK_WAIT_S:
+                raise
+            time.sleep(0.5)
+    _held_locks.append(held)
+    return round(time.perf_counter() - start, 3)
 
 
 def run_job(spec: dict, device: str, threads: int, resume: bool) -> dict:
@@ -131,13 +138,13 @@ def run_job(spec: dict, device: str, threads: int, resume: bool) -> dict:
 
     torch.set_num_threads(threads)  # Ray also sets OMP_NUM_THREADS to the task's CPUs; torch's pool must agree
     run = Path(spec["run"])
-    lock = _lock_run(run)  # held until this process exits
-    result: dict[str, Any] = {"lock_wait_s": lock, "pid": os.getpid(), "node": socket.gethostname(), "threads": torch.get_num_threads(),
+    result: dict[str, Any] = {"pid": os.getpid(), "node": socket.gethostname(), "threads": torch.get_num_threads(),
                               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "device": device,
                               "resumed_from": _checkpoint_steps(run) if resume else {}}
     timings: dict[str, float] = {}
     start = time.perf_counter()
     try:
+        result["lock_wait_s"] = _hold_run_lock(run)
         path = generate(spec["prompt"], run, guidance=spec["guidance"],
                         coarse_config=from_dict(CoarseConfig, spec["coarse_config"]),
                         refine_config=from_dict(RefineConfig, spec["refine_config"]) if spec["refine_config"] else None,
@@ -216,11 +223,22 @@ def _is_finished(entry: dict, out: Path) -> bool:
 # ---------------------------------------------------------------------------------------------- driver
 
 def _check_out(out: Path, resume: bool) -> None:
-    from .run import RunDir
-
-    RunDir.create(out)  # exists as a folder and is writable, before any work
-    if index_path(out).exists() and not resume:
+    """DIR is a new or empty folder, or (with resume) a batch folder; and writable. Checked before any work."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"output {str(out)!r} exists and is not a folder")
+    has_index = index_path(out).exists()
+    if has_index and not resume:
         raise UserInputError(f"{str(out)!r} already holds a batch (index.json); continue it with --resume or choose another --out")
+    if not has_index and out.is_dir() and any(out.iterdir()):
+        raise UserInputError(f"output folder {str(out)!r} already holds files and is not a meshdream batch; "
+                             "choose a new or empty folder for --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserInputError(f"output folder {str(out)!r} is not writable: {e.strerror or e}") from None
 
 
 def _import_ray():
