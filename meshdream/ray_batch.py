@@ -274,7 +274,8 @@ def _start_ray(ray, address: str | None, workers: int | None, cpus_per_job: floa
                 import torch
 
                 gpus = torch.cuda.device_count()
-            ray.init(num_cpus=max(1, math.ceil(jobs * cpus_per_job)), num_gpus=gpus, include_dashboard=False,
+            # "local": a new Ray of our own, never one some other program left running on this machine
+            ray.init(address="local", num_cpus=max(1, math.ceil(jobs * cpus_per_job)), num_gpus=gpus, include_dashboard=False,
                      log_to_driver=False, logging_level=logging.WARNING, object_store_memory=100 * 2**20)
         started = True
     resources = ray.cluster_resources()
