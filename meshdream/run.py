@@ -11,6 +11,7 @@ RUN/
   refine/mesh.obj, refine/mesh.mtl, refine/texture.png   refined textured mesh
   export/model.glb …        exported assets
   turntable.gif             turntable of the final asset (generate)
+  <stage>/stage.json        what a finished stage was made from (meshdream.provenance)
   .meshdream-run            marks the folder as a RUN (meshdream writes only into RUN folders)
   .meshdream.lock           held (filelock) by the one process writing the RUN; .meshdream.lock.json says who
 
