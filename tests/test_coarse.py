@@ -119,6 +119,15 @@ def test_empty_surface_is_a_clear_error(tmp_path, tiny_configs):
     path.write_text(yaml.safe_dump(cfg))
     r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "r"), "--config", str(path), "--quiet"])
     assert r.exit_code == 1 and "threshold 1000000.0" in r.output and "Traceback" not in r.output
+    assert "--resume --config COPY" in r.output
+    # what the message says works: a lower threshold extracts again from the kept field, with no training step
+    copy = tmp_path / "copy.yaml"
+    copy.write_text((tmp_path / "r" / "coarse" / "config.yaml").read_text().replace("threshold: 1000000.0", "threshold: 0.5"))
+    steps = []
+    with step_hook(lambda stage, done: steps.append(done)):
+        r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "r"), "--resume", "--config", str(copy),
+                                     "--quiet"])
+    assert r.exit_code == 0 and steps == [] and (tmp_path / "r" / "coarse" / "mesh.ply").is_file(), r.output
 
 
 def test_field_filling_the_frame_starts_over_with_the_next_seed_then_stops(tmp_path, tiny_configs, capsys):

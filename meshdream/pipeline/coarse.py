@@ -249,7 +249,14 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
             save_checked_preview(field_, cfg, dev, occupancy, path, done_steps[0])
 
     loop.run(compute_loss, optimizer, preview, after_step)
-    vertices, faces, colours = extract_mesh(field_, cfg.extract, cfg.bound, dev)
+    loop.checkpoint(cfg.iters)  # the trained field, so a failed extraction can be retried without training
+    try:
+        vertices, faces, colours = extract_mesh(field_, cfg.extract, cfg.bound, dev)
+    except MeshdreamError as e:
+        raise MeshdreamError(
+            f"{e}. The trained field is kept (checkpoint of step {cfg.iters}): to extract again without training, change "
+            f"extract.* in a copy of {str(stage / 'config.yaml')!r} and run `meshdream coarse PROMPT --out {run.root} --resume "
+            "--config COPY`") from None
     _save_mesh(run.coarse_mesh, vertices, faces, colours)
     save_checkpoint(run.coarse_field, {"field": save_field_state(field_), **meta})
     loop.finish()
