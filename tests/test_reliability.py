@@ -131,3 +131,25 @@ def test_a_full_disk_is_a_clear_error_naming_the_file(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and f"cannot write {str(target)!r}" in r.stdout and "File too large" in r.stdout, r.stdout + r.stderr
     assert os.listdir(tmp_path) == []  # no half-written temporary left behind
+
+
+def test_a_checkpoint_that_does_not_fit_the_stage_is_a_clear_error(tmp_path, coarse_run):
+    import shutil
+
+    import torch
+
+    from meshdream.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(coarse_run, run)
+    ckpt = run / "coarse" / "checkpoint.pt"
+    state = load_checkpoint(ckpt)
+    state.update(done=False, step=4)
+    key = next(iter(state["field"]["state"]))
+    state["field"]["state"][key] = torch.zeros(3)  # plain data, wrong shape
+    save_checkpoint(ckpt, state)
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(run), "--resume", "--quiet"])
+    assert r.exit_code == 1 and "does not fit this coarse stage" in r.output and str(ckpt) in r.output, r.output
+    save_checkpoint(ckpt, {"stage": "refine", "step": 1, "config": {}, "rng": {}})
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(run), "--resume", "--quiet"])
+    assert r.exit_code == 1 and "is not a coarse checkpoint" in r.output, r.output
