@@ -94,6 +94,8 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16", "ray>=2.9", "playwright>=1.40"],
         "cluster": ["ray[client]>=2.9"],  # `meshdream batch` (ray[client] for --address ray://host:port)
         "bench": ["PyMCubes>=0.1.4"],
+        # DeepFloyd IF's T5 tokenizer (spiece.model) needs these; SD and the embedded prior do not
+        "if": ["sentencepiece>=0.1.99", "protobuf>=3.20"],
     },
     entry_points={"console_scripts": ["meshdream=meshdream.cli:main"]},
 )

@@ -25,7 +25,7 @@ def dilate(texture: torch.Tensor, mask: torch.Tensor, iterations: int = 8) -> to
     minification never see the empty gutter; the rest takes the mean colour. texture [S, S, C]."""
     tex = texture.permute(2, 0, 1).unsqueeze(0) * mask
     m = mask.to(texture.dtype)[None, None]
-    kernel = torch.ones(1, 1, 3, 3, dtype=texture.dtype)
+    kernel = torch.ones(1, 1, 3, 3, dtype=texture.dtype, device=texture.device)
     for _ in range(iterations):
         total = F.conv2d(tex, kernel.expand(tex.shape[1], 1, 3, 3), padding=1, groups=tex.shape[1])
         count = F.conv2d(m, kernel, padding=1)
@@ -34,7 +34,7 @@ def dilate(texture: torch.Tensor, mask: torch.Tensor, iterations: int = 8) -> to
         m = torch.where(grow, torch.ones_like(m), m)
     out = tex[0].permute(1, 2, 0)
     if bool((m == 0).any()):
-        mean = texture[mask].mean(0) if bool(mask.any()) else torch.full((texture.shape[-1],), 0.5, dtype=texture.dtype)
+        mean = texture[mask].mean(0) if bool(mask.any()) else texture.new_full((texture.shape[-1],), 0.5)
         out = torch.where(m[0, 0].bool().unsqueeze(-1), out, mean)
     return out
 
@@ -44,7 +44,7 @@ def bake_texture(ctx: dr.RasterContext, positions: torch.Tensor, faces: torch.Te
                  colour_fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Texture [size, size, 3] with colour_fn(world points [N, 3]) -> [N, 3] evaluated at every texel."""
     pos, mask = uv_positions(ctx, positions, faces, uvs, size)
-    tex = torch.zeros(size, size, 3, dtype=positions.dtype)
+    tex = torch.zeros(size, size, 3, dtype=positions.dtype, device=positions.device)
     if bool(mask.any()):
         pts = pos[mask]
         tex[mask] = torch.cat([colour_fn(c) for c in pts.split(65536)]).to(tex.dtype)

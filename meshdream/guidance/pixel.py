@@ -9,7 +9,7 @@ import torch
 
 from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_model, check_prompt, resize,
                    resolve_settings, sds_from_model, view_prompts, warn_unknown_words)
-from .text import load_text_model
+from .text import free_device_memory, from_pretrained_variant, load_text_model
 
 IF_RECOMMENDED = {"guidance_scale": 20.0, "t_min": 0.02, "t_max": 0.98, "t_max_end": 0.5}
 
@@ -24,9 +24,12 @@ class PixelGuidance(Guidance):
 
         self.config, self.device = config, torch.device(device)
         dtype = torch.float16 if (self.device.type == "cuda" and config.half_precision) else torch.float32
-        self.tokenizer, self.encode_text = load_text_model(path, self.device, dtype)
-        self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype,
-                                                         use_safetensors=True).to(self.device)
+        variant = "fp16" if dtype == torch.float16 else None  # IF ships fp16 files: half the download
+        self._text_args = (path, self.device, dtype, variant)
+        self.tokenizer, self._encode = load_text_model(*self._text_args)
+        # IF's T5-XXL (4.7 B parameters, ~9 GB in fp16) is needed once per prompt: free it after encoding
+        self.release_text_encoder = bool(getattr(self._encode, "is_t5", False))
+        self.unet = from_pretrained_variant(UNet2DConditionModel, path, "unet", dtype, variant).to(self.device)
         self.unet.eval().requires_grad_(False)
         self.scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
@@ -49,6 +52,16 @@ class PixelGuidance(Guidance):
             emb = self.encode_text(list(texts.values()) + [negative])
         cond = {label: emb[i : i + 1] for i, label in enumerate(texts)}
         return PromptEmbeddings(prompt=prompt, cond=cond, uncond=emb[-1:], view_dependent=self.config.view_dependent)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """[N, L, D] text states; a released T5 is loaded again for a new prompt."""
+        if self._encode is None:
+            self.tokenizer, self._encode = load_text_model(*self._text_args)
+        emb = self._encode(texts)
+        if self.release_text_encoder:
+            self._encode = None
+            free_device_memory(self.device)
+        return emb
 
     def sds_loss(self, images: torch.Tensor, embeddings: PromptEmbeddings, azimuth: torch.Tensor, elevation: torch.Tensor,
                  progress: float, generator: torch.Generator | None = None) -> SDSOutput:

@@ -5,7 +5,7 @@ import torch
 
 from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_model, check_prompt, resize,
                    resolve_settings, sds_from_model, view_prompts)
-from .text import load_text_model
+from .text import from_pretrained_variant, load_text_model
 
 SD_RECOMMENDED = {"guidance_scale": 100.0, "t_min": 0.02, "t_max": 0.98, "t_max_end": 0.5}
 
@@ -19,11 +19,10 @@ class StableDiffusionGuidance(Guidance):
         self.config, self.device = config, torch.device(device)
         dtype = torch.float16 if (self.device.type == "cuda" and config.half_precision) else torch.float32
         self.dtype = dtype
-        self.tokenizer, self.encode_text = load_text_model(path, self.device, dtype)
-        self.vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype,
-                                                  use_safetensors=True).to(self.device)
-        self.unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=dtype,
-                                                         use_safetensors=True).to(self.device)
+        variant = "fp16" if dtype == torch.float16 else None  # SD 2.1 ships fp16 files: half the download
+        self.tokenizer, self.encode_text = load_text_model(path, self.device, dtype, variant)
+        self.vae = from_pretrained_variant(AutoencoderKL, path, "vae", dtype, variant).to(self.device)
+        self.unet = from_pretrained_variant(UNet2DConditionModel, path, "unet", dtype, variant).to(self.device)
         for m in (self.vae, self.unet):
             m.eval().requires_grad_(False)
         self.scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")

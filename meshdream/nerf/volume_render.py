@@ -36,11 +36,13 @@ def ray_box(origins: torch.Tensor, dirs: torch.Tensor, bound: float) -> tuple[to
 
 class OccupancyGrid:
     """A coarse grid of density estimates (EMA of the max seen); samples in cells below the threshold
-    are skipped. ``occupied(x)`` is conservative: a cell is empty only after an update saw it empty."""
+    are skipped. ``occupied(x)`` is conservative: a cell is empty only after an update saw it empty.
+    The grid lives on ``device``, the field's: probes go to the field there and masks index there."""
 
-    def __init__(self, resolution: int = 32, bound: float = 1.0, decay: float = 0.9, threshold: float = 0.1):
+    def __init__(self, resolution: int = 32, bound: float = 1.0, decay: float = 0.9, threshold: float = 0.1,
+                 device: torch.device | str = "cpu"):
         self.resolution, self.bound, self.decay, self.threshold = resolution, bound, decay, threshold
-        self.density = torch.full((resolution,) * 3, float("inf"))  # unknown = occupied
+        self.density = torch.full((resolution,) * 3, float("inf"), device=device)  # unknown = occupied
         self._mask: torch.Tensor | None = None
 
     def cell_index(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,19 +63,20 @@ class OccupancyGrid:
     @torch.no_grad()
     def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator | None = None) -> None:
         """Evaluate density at a random point in every cell and blend it into the estimates."""
-        R = self.resolution
+        R, device = self.resolution, self.density.device
         idx = torch.stack(torch.meshgrid(*(torch.arange(R),) * 3, indexing="ij"), -1).view(-1, 3).float()
-        pts = ((idx + torch.rand(idx.shape, generator=generator)) / R * 2 - 1) * self.bound
+        # drawn on the CPU from the run's generator (reproducible on any device), then moved
+        pts = (((idx + torch.rand(idx.shape, generator=generator)) / R * 2 - 1) * self.bound).to(device)
         d = torch.cat([density_fn(chunk) for chunk in pts.split(65536)]).view(R, R, R)
         old = torch.where(torch.isinf(self.density), d, self.density)
         self.density = torch.maximum(old * self.decay, d)
         self._mask = None
 
     def state_dict(self) -> dict:
-        return {"density": self.density.clone()}
+        return {"density": self.density.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.density = state["density"].clone()
+        self.density = state["density"].to(self.density.device).clone()
         self._mask = None
 
     @property

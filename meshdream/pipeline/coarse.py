@@ -31,6 +31,10 @@ from ..provenance import mark_started, write_record
 from ..run import RunDir, locks_run, write_prompt
 from ..shading import ShadingConfig, shading_for_step
 from ..stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
+from ..device import device_errors
+
+
+MAX_DEFAULT_RESOLUTION = 64  # NeRF renders when the config names no resolution
 
 
 @dataclass
@@ -49,7 +53,9 @@ class CoarseConfig:
     iters: int = bounded(400, ge=1)
     seed: int = bounded(0, ge=0, le=SEED_MAX)
     batch_size: int = bounded(1, ge=1, le=256)  # views per step
-    resolution: Optional[int] = bounded(None, ge=8, le=4096)  # render size; None: the guidance model's resolution
+    # render size; None: the guidance model's resolution, at most 64 (a latent model's 512 px input is the
+    # 64 px render upsampled, as in DreamFusion / threestudio: a 512 px NeRF render costs 64x the rays)
+    resolution: Optional[int] = bounded(None, ge=8, le=4096)
     supersample: int = bounded(1, ge=1, le=8)  # render at resolution * supersample, then average down
     num_samples: int = bounded(32, ge=1, le=4096)  # samples per ray
     bound: float = bounded(1.0, gt=0)  # scene cube [-bound, bound]^3
@@ -142,6 +148,7 @@ def _open_run(prompt, out, **_) -> RunDir:
 
 
 @locks_run("coarse", _open_run)
+@device_errors("coarse")
 def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
            seed: int | None = None, device: str | None = None, resume: bool = False, negative_prompt: str | None = None,
            progress: bool = True) -> Path:
@@ -185,7 +192,7 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
 
     guide = load_guidance(cfg.guidance, dev)
     embeddings = guide.encode_prompt(prompt, negative_prompt)
-    resolution = cfg.resolution or guide.resolution
+    resolution = cfg.resolution or min(guide.resolution, MAX_DEFAULT_RESOLUTION)
 
     g = seeded_generator(cfg.seed)  # seeds the field's initial weights too
     field_ = NeRFField(cfg.nerf, cfg.bound).to(dev)
@@ -195,7 +202,8 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
     if bg_model is not None:
         params.append({"params": list(bg_model.parameters()), "lr": cfg.background_lr})
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
-    occupancy = OccupancyGrid(cfg.occupancy.resolution, cfg.bound, cfg.occupancy.decay, cfg.occupancy.threshold) if cfg.occupancy.enabled else None
+    occupancy = (OccupancyGrid(cfg.occupancy.resolution, cfg.bound, cfg.occupancy.decay, cfg.occupancy.threshold, device=dev)
+                 if cfg.occupancy.enabled else None)
     if state is not None:
         with restoring(stage / "checkpoint.pt", "coarse"):
             field_.load_state_dict(state["field"]["state"])

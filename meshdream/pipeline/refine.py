@@ -24,12 +24,13 @@ from ..device import resolve_device
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..mesh_render import render_mesh
-from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
+from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss, vertex_normals
 from ..run import CorruptRunFileError, RunDir, locks_run, read_prompt, read_yaml, reading, rerun
 from ..previews import save_strip
 from ..shading import ShadingConfig, shading_for_step
 from ..provenance import RECORD, StaleStageError, fingerprint_of, mark_started, outputs_match, read_record, write_record
 from ..stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
+from ..device import device_errors
 from ..uv import unwrap
 
 
@@ -125,6 +126,7 @@ def save_textured_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: 
 
 
 @locks_run("refine", lambda run, **_: RunDir.existing(run))
+@device_errors("refine")
 def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
            texture_size: int | None = None, seed: int | None = None, device: str | None = None, resume: bool = False,
            progress: bool = True) -> Path:
@@ -196,12 +198,17 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
         verts = (state.base + offsets)[state.vmapping]
         return verts, torch.sigmoid(tex_logits)
 
+    def shading_normals():
+        """[Vs, 3] normals of the welded mesh, copied to the UV-split vertices: the split mesh's own
+        would differ on the two sides of every UV seam and draw the seams into the shading."""
+        return vertex_normals(state.base + offsets, state.welded_faces)[state.vmapping]
+
     def preview(path: Path, final: bool) -> None:
         with torch.no_grad():
             verts, tex = current()
             cams = turntable_cameras(cfg.preview_views, distance=sum(cfg.cameras.distance_range) / 2).to(dev)
             images, _ = render_mesh(ctx, verts, state.faces, state.uvs, tex, cams, cfg.preview_resolution, "lambertian",
-                                    cfg.background, cfg.shading.ambient, cfg.shading.diffuse)
+                                    cfg.background, cfg.shading.ambient, cfg.shading.diffuse, normals=shading_normals())
             save_strip(images, path)
 
     background = tuple(cfg.background)
@@ -211,7 +218,8 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
         mode = shading_for_step(cfg.shading, step, g)
         verts, tex = current()
         images, _ = render_mesh(ctx, verts, state.faces, state.uvs, tex, cams, resolution, mode, background,
-                                cfg.shading.ambient, cfg.shading.diffuse)
+                                cfg.shading.ambient, cfg.shading.diffuse,
+                                normals=shading_normals() if mode != "albedo" else None)
         if cfg.supersample > 1:
             images = torch.nn.functional.avg_pool2d(images, cfg.supersample)
         sds = guide.sds_loss(images, embeddings, cams.azimuth, cams.elevation, frac, generator=g)
