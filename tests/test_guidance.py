@@ -20,7 +20,8 @@ def folders(tmp_path_factory):
 
 def sds_grad(guide, seed=0, scale_images=32, progress=0.3):
     emb = guide.encode_prompt("a red cube")
-    img = torch.rand(2, 3, scale_images, scale_images, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    img = torch.rand(2, 3, scale_images, scale_images, generator=torch.Generator().manual_seed(1))
+    img = img.to(getattr(guide, "device", "cpu")).requires_grad_(True)  # renders live on the guidance's device
     out = guide.sds_loss(img, emb, torch.tensor([0.0, 120.0]), torch.tensor([10.0, 20.0]), progress, torch.Generator().manual_seed(seed))
     out.loss.backward()
     return img.grad, out
@@ -149,9 +150,19 @@ def test_folder_without_index(tmp_path):
         load_guidance(str(tmp_path))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_fp16_on_cuda(folders):
     guide = load_guidance(GuidanceConfig(name=folders["sd"]), "cuda")
     assert guide.unet.dtype == torch.float16
     grad, _ = sds_grad(guide)
     assert torch.isfinite(grad).all()
+
+
+@pytest.mark.cuda
+def test_fp16_deepfloyd_if_on_cuda_frees_t5(folders):
+    """IF stage I in fp16 on CUDA: finite SDS gradient, and the T5 encoder is dropped after encoding."""
+    guide = load_guidance(GuidanceConfig(name=folders["if"]), "cuda")
+    assert guide.unet.dtype == torch.float16 and guide.release_text_encoder
+    grad, _ = sds_grad(guide)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert guide._encode is None  # the T5 encoder is gone after the prompt was encoded

@@ -62,7 +62,8 @@ def _nvdiffrast(device: torch.device) -> RasterContext:
         import nvdiffrast.torch as nvdr
     except ImportError as e:
         raise MeshdreamError(
-            "the nvdiffrast backend needs the nvdiffrast package (CUDA): pip install git+https://github.com/NVlabs/nvdiffrast "
+            "the nvdiffrast backend needs the nvdiffrast package (CUDA): pip install diffrp-nvdiffrast (builds its plugin "
+            "with ninja and nvcc on first use) "
             f"(see the README's GPU section), or use --device cpu ({e})"
         ) from None
     return RasterContext("nvdiffrast", device, nvdr.RasterizeCudaContext(device=device))
