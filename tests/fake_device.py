@@ -66,8 +66,9 @@ class OnDevice(torch.Tensor):
         return OnDevice(inner["elem"])
 
     # torch.save of a device tensor, loaded back with map_location="cpu" (what our checkpoints do)
+    # (pickled as the plain CPU tensor it holds, so weights_only loading accepts it)
     def __reduce_ex__(self, protocol):
-        return (_rebuild_on_cpu, (self.elem,))
+        return self.elem.__reduce_ex__(protocol)
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -94,10 +95,6 @@ class OnDevice(torch.Tensor):
 
 _HOST_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.__bool__,
                torch.Tensor.__index__, torch.Tensor.__format__, torch.Tensor.cpu}
-
-
-def _rebuild_on_cpu(elem: torch.Tensor) -> torch.Tensor:
-    return elem
 
 
 def _is_device(d: Any) -> bool:
