@@ -61,11 +61,10 @@ step nvdiffrast_plugin "$OUT/nvdiffrast.log" "$PY" -c '
 import time, torch
 t = time.time()
 import nvdiffrast
-import nvdiffrast.torch as dr
+from meshdream import raster
 if torch.cuda.is_available():
-    dr.RasterizeCudaContext()
-    version = getattr(nvdiffrast, "__version__", "?")
-    print(f"nvdiffrast {version} plugin ready in {time.time() - t:.1f}s")
+    raster.get_context("cuda")  # builds the plugin on first use (and finds it: see raster._nvdiffrast)
+    print(f"nvdiffrast {getattr(nvdiffrast, \"__version__\", \"?\")} plugin ready in {time.time() - t:.1f}s")
 else:
     print("no CUDA device: plugin not built")
 '

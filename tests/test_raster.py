@@ -201,8 +201,8 @@ def test_nvdiffrast_matches_cpu_gradients():
     weight = torch.rand(1, 64, 64, 3)
     results = []
     for ctx, device in ((CPU, "cpu"), (dr.get_context("cuda"), "cuda")):
-        p = pos.to(device).requires_grad_(True)
-        t = tex.to(device).requires_grad_(True)
+        p = pos.detach().to(device, copy=True).requires_grad_(True)  # a fresh leaf per backend
+        t = tex.detach().to(device, copy=True).requires_grad_(True)
         rast, _ = dr.rasterize(ctx, p, tri.to(device), (64, 64))
         uvi, _ = dr.interpolate(uv.to(device)[None], rast, tri.to(device))
         colour = dr.texture(t, uvi, filter_mode="linear", boundary_mode="clamp")

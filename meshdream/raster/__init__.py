@@ -66,7 +66,30 @@ def _nvdiffrast(device: torch.device) -> RasterContext:
             "with ninja and nvcc on first use) "
             f"(see the README's GPU section), or use --device cpu ({e})"
         ) from None
-    return RasterContext("nvdiffrast", device, nvdr.RasterizeCudaContext(device=device))
+    try:
+        glctx = nvdr.RasterizeCudaContext(device=device)
+    except ModuleNotFoundError:
+        # nvdiffrast 0.3.3 builds its plugin with torch.utils.cpp_extension.load, then imports it by name;
+        # recent torch no longer puts the build folder on sys.path (seen with torch 2.11 on an H100)
+        _add_nvdiffrast_build_dir_to_path()
+        glctx = nvdr.RasterizeCudaContext(device=device)
+    return RasterContext("nvdiffrast", device, glctx)
+
+
+def _add_nvdiffrast_build_dir_to_path() -> None:
+    import importlib
+    import sys
+
+    import nvdiffrast
+    from torch.utils import cpp_extension
+
+    name = cpp_extension._get_build_directory  # private, but it is what nvdiffrast itself calls
+    plugin = "".join(c if c.isalnum() else "_" for c in f"nvdiffrast_plugin_{nvdiffrast.__version__}_torch{torch.__version__}")
+    folder = name(plugin, False)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    sys.path_importer_cache.pop(folder, None)
+    importlib.invalidate_caches()
 
 
 def get_context(device: torch.device | str = "cpu", backend: Optional[str] = None) -> RasterContext:
