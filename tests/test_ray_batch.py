@@ -18,18 +18,36 @@ from test_export import gltf_validator  # noqa: F401  (the Khronos validator fix
 
 
 
-def _ray_processes() -> list[int]:
-    """PIDs of Ray task workers on this machine (process titles 'ray::run_job', 'ray::IDLE')."""
-    pids = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
+def _descendants(pid: int) -> set[int]:
+    """PIDs of all processes below ``pid`` (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
             try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if f.read().startswith((b"ray::run_job", b"ray::IDLE")):
-                        pids.append(int(pid))
-            except OSError:
-                pass
-    return pids
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _ray_workers(pids) -> list[int]:
+    """Those of ``pids`` that are Ray task workers (process titles 'ray::run_job', 'ray::IDLE')."""
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith((b"ray::run_job", b"ray::IDLE")):
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +162,8 @@ def test_sigkill_of_the_driver_then_resume_redoes_nothing_finished(tmp_path, tin
         driver.kill()
         pytest.fail(f"no checkpoint of the 2nd prompt in time; driver log:\n{log.read_text()[-3000:]}")
     time.sleep(1.0)
+    workers = _ray_workers(_descendants(driver.pid))
+    assert workers  # the job runs in a Ray worker of the driver's own local Ray
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     index = json.loads((out / "index.json").read_text())
@@ -161,9 +181,9 @@ def test_sigkill_of_the_driver_then_resume_redoes_nothing_finished(tmp_path, tin
     assert entries["a-green-torus"]["resumed_from"] == {}
     # the killed driver's local Ray goes down too (a worker still finishing its step holds the RUN's lock meanwhile)
     deadline = time.time() + 120
-    while _ray_processes() and time.time() < deadline:
+    while _ray_workers(workers) and time.time() < deadline:
         time.sleep(0.5)
-    assert not _ray_processes()
+    assert not _ray_workers(workers)
 
 
 def test_joins_an_existing_ray_cluster_with_address(tmp_path, tiny_configs):
@@ -175,9 +195,13 @@ def test_joins_an_existing_ray_cluster_with_address(tmp_path, tiny_configs):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray_cli = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
+    import uuid
+
+    # Ray clusters authenticate drivers with a token; the head and the driver share it here through the environment
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex + uuid.uuid4().hex)
     head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
                              "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
         prompts = tmp_path / "prompts.txt"
         prompts.write_text("a red cube\n")
@@ -186,7 +210,7 @@ def test_joins_an_existing_ray_cluster_with_address(tmp_path, tiny_configs):
                 "--coarse-config", tiny_configs["coarse"], "--refine-config", tiny_configs["refine"], "--quiet"]
         deadline = time.time() + 300
         while True:  # the head takes a while to come up on a busy machine
-            r = subprocess.run(args, capture_output=True, text=True, timeout=900)
+            r = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
             if r.returncode == 0 or time.time() > deadline or "could not connect" not in r.stderr:
                 break
             shutil.rmtree(out, ignore_errors=True)
