@@ -308,13 +308,20 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     torch.set_num_threads(1)  # the judge's small batches; generate runs in its own process with its own threads
-    classifier, clf_acc = load_classifier(args.data)
-    print(f"classifier: shape {clf_acc['shape']:.3f}, colour {clf_acc['colour']:.3f} on held-out renders", flush=True)
     shapes = sorted({expected_labels(p)[0] for p, _, _ in jobs} - {None}, key=SHAPES.index)
-    floor = reference_floor(out, shapes, args.extract_resolution, args.seed)
-    for s, r in floor.items():
-        print(f"floor {s}: Chamfer {r['fit']['chamfer_pct']:.3f}%, normal dev {r['fit']['normal_deviation_deg']:.1f}°, "
-              f"watertight {r['topology']['watertight']}, genus {r['topology']['genus']}", flush=True)
+    judge_state: dict = {}
+
+    def ready():
+        """Classifier and floor, made on first need (the first generate runs meanwhile on a fresh machine)."""
+        if not judge_state:
+            classifier, clf_acc = load_classifier(args.data)
+            print(f"classifier: shape {clf_acc['shape']:.3f}, colour {clf_acc['colour']:.3f} on held-out renders", flush=True)
+            floor = reference_floor(out, shapes, args.extract_resolution, args.seed)
+            for s, r in floor.items():
+                print(f"floor {s}: Chamfer {r['fit']['chamfer_pct']:.3f}%, normal dev {r['fit']['normal_deviation_deg']:.1f}°, "
+                      f"watertight {r['topology']['watertight']}, genus {r['topology']['genus']}", flush=True)
+            judge_state.update(classifier=classifier, clf_acc=clf_acc, floor=floor)
+        return judge_state
 
     rows, sheet_rows = [], []
     for i, (prompt, seed, run) in enumerate(jobs):
@@ -332,7 +339,8 @@ def main(argv=None) -> None:
             rows.append(row)
             print(f"[{i + 1}/{len(jobs)}] {prompt!r}: {row['error']}", flush=True)
             continue
-        metrics, views = judge(glb, shape, colour, classifier, args.views, args.seed)
+        state = ready()
+        metrics, views = judge(glb, shape, colour, state["classifier"], args.views, args.seed)
         row.update(metrics)
         rows.append(row)
         t = row["topology"]
@@ -347,9 +355,11 @@ def main(argv=None) -> None:
                  f"Chamfer {fmt(fit.get('chamfer_pct'))}%, normals {fmt(fit.get('normal_deviation_deg'), '.0f')} deg")
         sheet_rows.append((label, views))
         # the report is rewritten after every asset: an interrupted evaluation still leaves one
-        atomic_write(out / "eval_assets.md", markdown(rows, floor, clf_acc, args).encode())
-    atomic_write(out / "eval_assets.md", markdown(rows, floor, clf_acc, args).encode())
-    atomic_write(out / "eval_assets.json", json.dumps({"rows": rows, "floor": floor, "classifier": clf_acc}, indent=1, default=float).encode())
+        atomic_write(out / "eval_assets.md", markdown(rows, state["floor"], state["clf_acc"], args).encode())
+    state = ready()
+    atomic_write(out / "eval_assets.md", markdown(rows, state["floor"], state["clf_acc"], args).encode())
+    atomic_write(out / "eval_assets.json", json.dumps({"rows": rows, "floor": state["floor"], "classifier": state["clf_acc"]},
+                                                      indent=1, default=float).encode())
     from PIL import Image
 
     sheet = am.contact_sheet(sheet_rows)
