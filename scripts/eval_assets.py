@@ -74,8 +74,11 @@ def slug(prompt: str) -> str:
 
 
 def run_generate(prompt: str, seed: int, run: Path, extra: list[str]) -> dict:
-    """`python -m meshdream generate` in a child process; wall time and the child's own peak RSS (wait4)."""
-    run.mkdir(parents=True, exist_ok=True)
+    """`python -m meshdream generate` in a child process; wall time and the child's own peak RSS (wait4).
+    Its log and this record go into the RUN folder (made a RUN first: meshdream refuses other non-empty folders)."""
+    from meshdream.run import RunDir
+
+    RunDir.create(run)
     resumed = (run / "coarse" / "checkpoint.pt").is_file()
     cmd = [sys.executable, "-m", "meshdream", "generate", prompt, "--out", str(run), "--seed", str(seed), "--resume", "--quiet", *extra]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
@@ -282,8 +285,7 @@ def main(argv=None) -> None:
 
     jobs = []  # (prompt, seed, run folder)
     if args.runs:
-        from meshdream.pipeline.coarse import read_prompt
-        from meshdream.run import RunDir
+        from meshdream.run import RunDir, read_prompt
 
         for run in args.runs:
             if not run.is_dir():
