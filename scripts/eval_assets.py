@@ -351,9 +351,10 @@ def main(argv=None) -> None:
               f"genus {t['genus']}, shape {row.get('shape_pred')}, colour {row.get('colour_pred')}, "
               f"Chamfer {fit.get('chamfer_pct', float('nan')):.2f}%, normal dev {fit.get('normal_deviation_deg', float('nan')):.1f}°, "
               f"judged in {row['judge_s']:.1f}s", flush=True)
-        ok = "✓" if row.get("topology_ok") and row.get("shape_ok") and row.get("colour_ok") else "✗"
-        label = (f"{prompt} (seed {seed}) {ok}\n{row.get('shape_pred')} / {row.get('colour_pred')}\n"
-                 f"comp {t['components']}, {'watertight' if t['watertight'] else 'open'}, genus {fmt(t['genus'], '.0f')}\n"
+        ok = "OK" if row.get("topology_ok") and row.get("shape_ok") and row.get("colour_ok") else "FAIL"
+        # ASCII only: PIL's default font has no check marks or dashes
+        label = (f"{prompt} (seed {seed}): {ok}\nlooks like: {row.get('colour_pred')} {row.get('shape_pred')}\n"
+                 f"{t['components']} part(s), {'watertight' if t['watertight'] else 'open'}, genus {fmt(t['genus'], '.0f', '-')}\n"
                  f"Chamfer {fmt(fit.get('chamfer_pct'))}%, normals {fmt(fit.get('normal_deviation_deg'), '.0f')} deg")
         sheet_rows.append((label, views))
         # the report is rewritten after every asset: an interrupted evaluation still leaves one
