@@ -64,7 +64,7 @@ import nvdiffrast
 from meshdream import raster
 if torch.cuda.is_available():
     raster.get_context("cuda")  # builds the plugin on first use (and finds it: see raster._nvdiffrast)
-    print(f"nvdiffrast {getattr(nvdiffrast, \"__version__\", \"?\")} plugin ready in {time.time() - t:.1f}s")
+    print("nvdiffrast", getattr(nvdiffrast, "__version__", "?"), "plugin ready in %.1fs" % (time.time() - t))
 else:
     print("no CUDA device: plugin not built")
 '

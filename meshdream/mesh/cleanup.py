@@ -70,7 +70,10 @@ def clean_mesh(
                                                           removeunref=True)
     ms.meshing_remove_unreferenced_vertices()
     if smooth_iterations > 0:
-        ms.apply_coord_taubin_smoothing(stepsmoothnum=int(smooth_iterations))
+        m = ms.current_mesh()
+        smoothed = taubin_smooth(m.vertex_matrix(), m.face_matrix(), int(smooth_iterations))
+        kept = {"v_color_matrix": m.vertex_color_matrix()} if colors is not None else {}
+        ms.add_mesh(pymeshlab.Mesh(vertex_matrix=smoothed, face_matrix=m.face_matrix(), **kept))
     if target_faces is not None and ms.current_mesh().face_number() > target_faces:
         ms.meshing_decimation_quadric_edge_collapse(targetfacenum=int(target_faces), preservenormal=True, preservetopology=True,
                                                      optimalplacement=True, planarquadric=True)
@@ -78,6 +81,27 @@ def clean_mesh(
     m = ms.current_mesh()
     out_colors = m.vertex_color_matrix()[:, :3].astype(np.float32) if colors is not None else None
     return m.vertex_matrix().astype(np.float32), m.face_matrix().astype(np.int64), out_colors
+
+
+def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int, lam: float = 0.5, mu: float = -0.53) -> np.ndarray:
+    """Taubin's lambda|mu smoothing with the uniform Laplacian: vertices [V, 3] float, faces [F, 3] int ->
+    smoothed vertices [V, 3]. Our own (numpy/scipy) so it does not depend on which MeshLab filter plugins a
+    pymeshlab build ships (the slim GPU-machine wheel has no Taubin filter)."""
+    import scipy.sparse as sp
+
+    v = np.asarray(vertices, dtype=np.float64).copy()
+    f = np.asarray(faces, dtype=np.int64)
+    n = len(v)
+    rows = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
+    cols = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
+    adj = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+    adj.data[:] = 1.0  # each neighbour once
+    degree = np.asarray(adj.sum(1)).ravel()
+    degree[degree == 0] = 1.0
+    for _ in range(iterations):
+        for step in (lam, mu):
+            v = v + step * (adj @ v / degree[:, None] - v)
+    return v
 
 
 def _component_sizes(faces: np.ndarray) -> list[int]:
