@@ -195,8 +195,15 @@ py::tuple antialias_bwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32
 }  // namespace
 
 void register_antialias(py::module_& m) {
-    m.def("antialias_fwd_f32", &antialias_fwd<float>);
-    m.def("antialias_fwd_f64", &antialias_fwd<double>);
-    m.def("antialias_bwd_f32", &antialias_bwd<float>);
-    m.def("antialias_bwd_f64", &antialias_bwd<double>);
+    const char* fwd_doc =
+        "Blend colours across silhouette edges by their analytic coverage: color [B, H, W, C], rast [B, H, W, 4], "
+        "pos [B, V, 4] clip space, tri [F, 3] int32 -> antialiased colours [B, H, W, C].";
+    const char* bwd_doc =
+        "Backward of antialias_fwd: grad_out [B, H, W, C] -> (grad_color [B, H, W, C], grad_pos [B, V, 4]).";
+    m.def("antialias_fwd_f32", &antialias_fwd<float>, py::arg("color"), py::arg("rast"), py::arg("pos"), py::arg("tri"), fwd_doc);
+    m.def("antialias_fwd_f64", &antialias_fwd<double>, py::arg("color"), py::arg("rast"), py::arg("pos"), py::arg("tri"), fwd_doc);
+    m.def("antialias_bwd_f32", &antialias_bwd<float>, py::arg("color"), py::arg("rast"), py::arg("pos"), py::arg("tri"),
+          py::arg("grad_out"), bwd_doc);
+    m.def("antialias_bwd_f64", &antialias_bwd<double>, py::arg("color"), py::arg("rast"), py::arg("pos"), py::arg("tri"),
+          py::arg("grad_out"), bwd_doc);
 }

@@ -94,8 +94,16 @@ py::tuple interpolate_bwd(Array<T> attr, Array<T> rast, Array<int32_t> tri, Arra
 }  // namespace
 
 void register_interpolate(py::module_& m) {
-    m.def("interpolate_fwd_f32", &interpolate_fwd<float>);
-    m.def("interpolate_fwd_f64", &interpolate_fwd<double>);
-    m.def("interpolate_bwd_f32", &interpolate_bwd<float>);
-    m.def("interpolate_bwd_f64", &interpolate_bwd<double>);
+    const char* fwd_doc =
+        "Interpolate vertex attributes at every pixel: attr [B or 1, V, C], rast [B, H, W, 4] (u, v, z/w, "
+        "triangle_id + 1), tri [F, 3] int32 -> out [B, H, W, C] = u*a0 + v*a1 + (1-u-v)*a2, 0 where rast is empty.";
+    const char* bwd_doc =
+        "Backward of interpolate_fwd: grad_out [B, H, W, C] -> (grad_attr shaped like attr, grad_rast [B, H, W, 4] "
+        "with dL/du, dL/dv in channels 0, 1 and zeros in 2, 3).";
+    m.def("interpolate_fwd_f32", &interpolate_fwd<float>, py::arg("attr"), py::arg("rast"), py::arg("tri"), fwd_doc);
+    m.def("interpolate_fwd_f64", &interpolate_fwd<double>, py::arg("attr"), py::arg("rast"), py::arg("tri"), fwd_doc);
+    m.def("interpolate_bwd_f32", &interpolate_bwd<float>, py::arg("attr"), py::arg("rast"), py::arg("tri"), py::arg("grad_out"),
+          bwd_doc);
+    m.def("interpolate_bwd_f64", &interpolate_bwd<double>, py::arg("attr"), py::arg("rast"), py::arg("tri"), py::arg("grad_out"),
+          bwd_doc);
 }

@@ -146,9 +146,13 @@ Array<T> rasterize_bwd(Array<T> pos, Array<int32_t> tri, Array<T> rast, Array<T>
 }  // namespace
 
 void register_rasterize(py::module_& m) {
-    // one name per dtype: forcecast would otherwise let the float overload take every array
-    m.def("rasterize_fwd_f32", &rasterize_fwd<float>, py::arg("pos"), py::arg("tri"), py::arg("height"), py::arg("width"));
-    m.def("rasterize_fwd_f64", &rasterize_fwd<double>, py::arg("pos"), py::arg("tri"), py::arg("height"), py::arg("width"));
-    m.def("rasterize_bwd_f32", &rasterize_bwd<float>, py::arg("pos"), py::arg("tri"), py::arg("rast"), py::arg("grad_rast"));
-    m.def("rasterize_bwd_f64", &rasterize_bwd<double>, py::arg("pos"), py::arg("tri"), py::arg("rast"), py::arg("grad_rast"));
+    const char* fwd_doc =
+        "Rasterise clip-space triangles: pos [B, V, 4], tri [F, 3] int32 -> rast [B, height, width, 4] = "
+        "(u, v, z/w, triangle_id + 1), zeros where no triangle covers the pixel centre; row 0 is y = -1.";
+    const char* bwd_doc =
+        "Backward of rasterize_fwd: grad_rast [B, H, W, 4] (channels u, v used) -> grad_pos [B, V, 4].";
+    m.def("rasterize_fwd_f32", &rasterize_fwd<float>, py::arg("pos"), py::arg("tri"), py::arg("height"), py::arg("width"), fwd_doc);
+    m.def("rasterize_fwd_f64", &rasterize_fwd<double>, py::arg("pos"), py::arg("tri"), py::arg("height"), py::arg("width"), fwd_doc);
+    m.def("rasterize_bwd_f32", &rasterize_bwd<float>, py::arg("pos"), py::arg("tri"), py::arg("rast"), py::arg("grad_rast"), bwd_doc);
+    m.def("rasterize_bwd_f64", &rasterize_bwd<double>, py::arg("pos"), py::arg("tri"), py::arg("rast"), py::arg("grad_rast"), bwd_doc);
 }

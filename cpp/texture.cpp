@@ -129,8 +129,16 @@ py::tuple texture_bwd(Array<T> tex, Array<T> uv, Array<T> grad_out, int filter, 
 }  // namespace
 
 void register_texture(py::module_& m) {
-    m.def("texture_fwd_f32", &texture_fwd<float>);
-    m.def("texture_fwd_f64", &texture_fwd<double>);
-    m.def("texture_bwd_f32", &texture_bwd<float>);
-    m.def("texture_bwd_f64", &texture_bwd<double>);
+    const char* fwd_doc =
+        "Sample tex [B or 1, TH, TW, C] at uv [B, H, W, 2] (texel centres at (i + 0.5) / size) -> [B, H, W, C]. "
+        "filter: 0 nearest, 1 bilinear; boundary: 0 wrap, 1 clamp, 2 zero.";
+    const char* bwd_doc =
+        "Backward of texture_fwd: grad_out [B, H, W, C] -> (grad_tex shaped like tex, grad_uv [B, H, W, 2]; "
+        "grad_uv is zero for nearest filtering).";
+    m.def("texture_fwd_f32", &texture_fwd<float>, py::arg("tex"), py::arg("uv"), py::arg("filter"), py::arg("boundary"), fwd_doc);
+    m.def("texture_fwd_f64", &texture_fwd<double>, py::arg("tex"), py::arg("uv"), py::arg("filter"), py::arg("boundary"), fwd_doc);
+    m.def("texture_bwd_f32", &texture_bwd<float>, py::arg("tex"), py::arg("uv"), py::arg("grad_out"), py::arg("filter"),
+          py::arg("boundary"), bwd_doc);
+    m.def("texture_bwd_f64", &texture_bwd<double>, py::arg("tex"), py::arg("uv"), py::arg("grad_out"), py::arg("filter"),
+          py::arg("boundary"), bwd_doc);
 }

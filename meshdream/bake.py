@@ -16,7 +16,7 @@ def uv_positions(ctx: dr.RasterContext, positions: torch.Tensor, faces: torch.Te
     clip = torch.cat([uvs * 2 - 1, torch.zeros_like(uvs[:, :1]), torch.ones_like(uvs[:, :1])], dim=-1).unsqueeze(0)
     tri = faces.to(torch.int32)
     rast, _ = dr.rasterize(ctx, clip.contiguous(), tri, (size, size))
-    pos, _ = dr.interpolate(positions.unsqueeze(0), rast, tri)
+    pos, _ = dr.interpolate(positions.unsqueeze(0), rast, tri, ctx=ctx)
     return pos[0], rast[0, ..., 3] > 0
 
 

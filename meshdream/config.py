@@ -213,7 +213,7 @@ def stage_config(cls: Type[T], config: Any, overrides: Mapping[str, Any]) -> T:
     if isinstance(config, cls):
         return merge(config, {k: v for k, v in overrides.items() if v is not None})
     if config is not None and not isinstance(config, (str, os.PathLike)):
-        raise UserInputError(f"config must be a {cls.__name__}, a YAML path or None, got {type(config).__name__}")
+        raise TypeError(f"config must be a {cls.__name__}, a YAML path or None, got {type(config).__name__}")  # a caller's bug
     return load_config(cls, config, overrides)
 
 

@@ -1,9 +1,22 @@
-"""Errors a user can act on. The CLI turns them into clean messages without a traceback."""
+"""Which exception to raise: one rule for the whole package.
+
+- Bad user input -> :class:`UserInputError`. Anything a user typed or pointed us at: the prompt, CLI
+  options, config files and their values, the RUN folder and its state (missing stage, other prompt),
+  a guidance model name or folder, the device. The message names the bad value and what is allowed;
+  the CLI shows it as a usage error (exit code 2), without a traceback.
+- A run that fails although its input was acceptable -> :class:`MeshdreamError` (or its subclass
+  :class:`CheckpointError`): a non-finite loss, an empty surface, a corrupted checkpoint, a missing
+  optional package or a broken installation. The message says what happened and what to try; the CLI
+  shows it with exit code 1, without a traceback.
+- A programming error (a caller broke a function's contract: wrong shapes, types or option names passed
+  by code) -> the built-in ``ValueError`` / ``TypeError``. These are bugs, so they keep their
+  traceback; never wrap them in the two classes above, and never catch them to report "bad input".
+"""
 from __future__ import annotations
 
 
 class MeshdreamError(RuntimeError):
-    """A failure with a message meant for the user (CLI: exit code 1, no traceback)."""
+    """A run failure with a message meant for the user (CLI: exit code 1, no traceback)."""
 
 
 class UserInputError(MeshdreamError, ValueError):

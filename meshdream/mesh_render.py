@@ -25,17 +25,18 @@ def render_mesh(ctx: dr.RasterContext, vertices: torch.Tensor, faces: torch.Tens
     if ctx.backend == "nvdiffrast":
         # trilinear mipmapping from the uv derivatives: a 1024 px texture seen at 64 px does not alias
         # (nvdiffrast only; the CPU backends have no image-space derivatives)
-        uv, uv_da = dr.interpolate(uvs.unsqueeze(0), rast, tri, rast_db=rast_db, diff_attrs="all")
-        albedo = dr.texture(texture.unsqueeze(0).contiguous(), uv, uv_da, filter_mode="linear-mipmap-linear", boundary_mode="clamp")
+        uv, uv_da = dr.interpolate(uvs.unsqueeze(0), rast, tri, rast_db=rast_db, diff_attrs="all", ctx=ctx)
+        albedo = dr.texture(texture.unsqueeze(0).contiguous(), uv, uv_da, filter_mode="linear-mipmap-linear", boundary_mode="clamp",
+                             ctx=ctx)
     else:
-        uv, _ = dr.interpolate(uvs.unsqueeze(0), rast, tri)
-        albedo = dr.texture(texture.unsqueeze(0), uv, filter_mode="linear", boundary_mode="clamp")
+        uv, _ = dr.interpolate(uvs.unsqueeze(0), rast, tri, ctx=ctx)
+        albedo = dr.texture(texture.unsqueeze(0), uv, filter_mode="linear", boundary_mode="clamp", ctx=ctx)
     if shading == "albedo":
         colour = albedo
     else:
         n = vertex_normals(vertices, faces.long()) if normals is None else normals
         attrs = torch.cat([vertices, n], dim=-1).unsqueeze(0)
-        interp, _ = dr.interpolate(attrs, rast, tri)
+        interp, _ = dr.interpolate(attrs, rast, tri, ctx=ctx)
         p, nn = interp[..., :3], interp[..., 3:]
         nn = nn / nn.norm(dim=-1, keepdim=True).clamp_min(1e-8)
         light = cameras.light_position.to(vertices.dtype).view(B, 1, 1, 3)
@@ -43,7 +44,7 @@ def render_mesh(ctx: dr.RasterContext, vertices: torch.Tensor, faces: torch.Tens
     mask = (rast[..., 3:4] > 0).to(colour.dtype)
     bg = torch.as_tensor(background, dtype=colour.dtype, device=colour.device).view(1, 1, 1, 3)
     colour = colour * mask + bg * (1 - mask)
-    colour = dr.antialias(colour.contiguous(), rast, pos, tri)
+    colour = dr.antialias(colour.contiguous(), rast, pos, tri, ctx=ctx)
     # rasterised rows start at the bottom (y = -1): flip to images with row 0 at the top
     images = torch.flip(colour, dims=[1]).permute(0, 3, 1, 2)
     alpha = torch.flip(mask, dims=[1]).permute(0, 3, 1, 2)

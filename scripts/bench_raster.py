@@ -42,9 +42,9 @@ def pipeline(impl: str, pos, tri, uv, tex, res, backward: bool):
     ctx = dr.get_context("cpu", impl)
     if impl == "cpu":
         rast, _ = dr.rasterize(ctx, pos, tri, (res, res))
-        uvp, _ = dr.interpolate(uv[None], rast, tri)
-        col = dr.texture(tex, uvp, filter_mode="linear", boundary_mode="wrap")
-        col = dr.antialias(col, rast, pos, tri)
+        uvp, _ = dr.interpolate(uv[None], rast, tri, ctx=ctx)
+        col = dr.texture(tex, uvp, filter_mode="linear", boundary_mode="wrap", ctx=ctx)
+        col = dr.antialias(col, rast, pos, tri, ctx=ctx)
     else:
         rast = reference.rasterize(pos, tri, (res, res))
         uvp = reference.interpolate(uv[None], rast, tri)

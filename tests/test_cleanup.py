@@ -57,13 +57,14 @@ def test_small_diameter_components_go():
 
 
 def test_bad_input_names_the_value():
+    """Bad arguments are a caller's bug (ValueError naming the value), not a user's input error."""
     import pytest
 
-    from meshdream.errors import UserInputError
+    from meshdream.errors import MeshdreamError
 
-    with pytest.raises(UserInputError, match=r"\[V, 3\]"):
-        clean_mesh(np.zeros((4, 2)), np.zeros((1, 3), int))
-    with pytest.raises(UserInputError, match="only 3 vertices"):
-        clean_mesh(np.zeros((3, 3)), np.array([[0, 1, 5]]))
-    with pytest.raises(UserInputError, match="colors"):
-        clean_mesh(np.zeros((3, 3)), np.array([[0, 1, 2]]), np.zeros((2, 3)))
+    for args, match in (((np.zeros((4, 2)), np.zeros((1, 3), int)), r"\[V, 3\]"),
+                        ((np.zeros((3, 3)), np.array([[0, 1, 5]])), "only 3 vertices"),
+                        ((np.zeros((3, 3)), np.array([[0, 1, 2]]), np.zeros((2, 3))), "colors")):
+        with pytest.raises(ValueError, match=match) as e:
+            clean_mesh(*args)
+        assert not isinstance(e.value, MeshdreamError)

@@ -1,3 +1,5 @@
+import json
+import os
 import time
 import warnings
 
@@ -5,8 +7,9 @@ import pytest
 import torch
 
 from meshdream.errors import UserInputError
-from meshdream.guidance import GuidanceConfig, UnknownWordsWarning, load_guidance
+from meshdream.guidance import GUIDANCE_KINDS, Guidance, GuidanceConfig, UnknownWordsWarning, load_guidance, register_guidance
 from meshdream.guidance.base import ResolvedSettings, annealed_t_max, sample_timesteps
+from meshdream.guidance.registry import kind_of
 from tiny_models import save_tiny_deepfloyd_if, save_tiny_pixel_prior, save_tiny_stable_diffusion
 
 
@@ -148,6 +151,74 @@ def test_bad_guidance_names(name, match):
 def test_folder_without_index(tmp_path):
     with pytest.raises(UserInputError, match="model_index.json"):
         load_guidance(str(tmp_path))
+
+
+class _ToyGuidance(Guidance):
+    """A guidance family a user might add: it claims folders of its own pipeline class."""
+
+    built: list = []
+
+    @classmethod
+    def accepts(cls, index):
+        return index.get("_class_name") == "ToyPipeline"
+
+    def __init__(self, path, config, device="cpu"):
+        type(self).built.append(path)
+        self.config, self.resolution = config, 8
+
+
+def _toy_folder(tmp_path, class_name="ToyPipeline"):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": class_name}))
+    return str(tmp_path)
+
+
+def test_a_registered_family_is_the_one_loaded(tmp_path, folders):
+    path = _toy_folder(tmp_path)
+    register_guidance("toy")(_ToyGuidance)
+    try:
+        assert kind_of(json.loads((tmp_path / "model_index.json").read_text()), path) == "toy"
+        guide = load_guidance(path)
+        assert isinstance(guide, _ToyGuidance) and _ToyGuidance.built == [path]
+        assert type(load_guidance(folders["pixel"])).__name__ == "PixelGuidance"  # the built-ins still route
+    finally:
+        GUIDANCE_KINDS.pop("toy")
+    with pytest.raises(UserInputError, match="no registered family accepts it"):
+        load_guidance(path)
+
+
+def test_each_family_declares_the_folders_it_accepts(folders):
+    kinds = {name: kind_of(json.loads(open(os.path.join(path, "model_index.json")).read()), path) for name, path in folders.items()}
+    assert kinds == {"pixel": "pixel", "sd": "latent", "sd_v": "latent", "if": "pixel"}
+    assert GUIDANCE_KINDS["latent"].accepts({"_class_name": "StableDiffusionPipeline", "vae": [], "unet": []})
+    assert not GUIDANCE_KINDS["pixel"].accepts({"_class_name": "StableDiffusionPipeline", "vae": [], "unet": []})
+
+
+def test_a_constructor_bug_is_not_reported_as_an_unloadable_model(tmp_path):
+    class Buggy(_ToyGuidance):
+        @classmethod
+        def accepts(cls, index):
+            return index.get("_class_name") == "BuggyPipeline"
+
+        def __init__(self, path, config, device="cpu"):
+            return {}["a key the code forgot"]
+
+    register_guidance("buggy")(Buggy)
+    try:
+        with pytest.raises(KeyError, match="a key the code forgot") as e:
+            load_guidance(_toy_folder(tmp_path, "BuggyPipeline"))
+        assert not isinstance(e.value, UserInputError)
+    finally:
+        GUIDANCE_KINDS.pop("buggy")
+
+
+def test_a_folder_the_libraries_cannot_read_is_unloadable(folders, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folders["pixel"], broken)
+    (broken / "scheduler" / "scheduler_config.json").write_text("{ not json")
+    with pytest.raises(UserInputError, match=f"cannot load guidance model '{broken}'.*--guidance embedded"):
+        load_guidance(str(broken))
 
 
 @pytest.mark.cuda

@@ -146,10 +146,64 @@ def test_errors():
         dr.rasterize(CPU, pos, tri[:, :2], (8, 8))
     with pytest.raises(ValueError, match="outside"):
         dr.rasterize(CPU, pos, tri + 1000, (8, 8))
-    with pytest.raises(MeshdreamError, match="mipmaps"):
+    # options passed by code: programming errors (ValueError), not user-input or run failures
+    with pytest.raises(ValueError, match="mipmaps") as e:
         dr.texture(torch.rand(1, 4, 4, 3), torch.rand(1, 2, 2, 2), filter_mode="linear-mipmap-linear")
-    with pytest.raises(MeshdreamError, match="unknown rasteriser backend"):
+    assert not isinstance(e.value, MeshdreamError)
+    with pytest.raises(ValueError, match="unknown rasteriser backend") as e:
         dr.get_context("cpu", "opengl")
+    assert not isinstance(e.value, MeshdreamError)
+
+
+class _SpyBackend(dr.RasterBackend):
+    """A registered backend that records each op it serves and delegates to the C++ one."""
+
+    def __init__(self):
+        self.calls, self.inner = [], dr.BACKENDS["cpu"]
+
+    def rasterize(self, *args):
+        self.calls.append("rasterize")
+        return self.inner.rasterize(*args)
+
+    def interpolate(self, *args):
+        self.calls.append("interpolate")
+        return self.inner.interpolate(*args)
+
+    def texture(self, *args):
+        self.calls.append("texture")
+        return self.inner.texture(*args)
+
+    def antialias(self, *args):
+        self.calls.append("antialias")
+        return self.inner.antialias(*args)
+
+
+def test_a_registered_backend_serves_every_op():
+    from meshdream.cameras import make_cameras
+    from meshdream.mesh_render import render_mesh
+
+    spy = dr.register_backend("spy", _SpyBackend())
+    try:
+        ctx = dr.get_context("cpu", "spy")
+        assert ctx.backend == "spy"
+        v = torch.tensor([[-0.5, -0.5, 0.0], [0.5, -0.5, 0.0], [0.0, 0.5, 0.0]])
+        uvs = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]])
+        cams = make_cameras(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([2.0]), torch.tensor([60.0]))
+        tex = torch.rand(4, 4, 3)
+        img, _ = render_mesh(ctx, v, torch.tensor([[0, 1, 2]]), uvs, tex, cams, 16, "lambertian")
+        assert spy.calls == ["rasterize", "interpolate", "texture", "interpolate", "antialias"]
+        ref, _ = render_mesh(CPU, v, torch.tensor([[0, 1, 2]]), uvs, tex, cams, 16, "lambertian")
+        assert torch.equal(img, ref)  # the spy delegates to the C++ backend
+        # the default for a device type routes the ctx-less (nvdiffrast-style) calls
+        dr.register_backend("spy", spy, default_for=("cpu",))
+        spy.calls.clear()
+        pos, tri = random_scene(dtype=torch.float32)
+        rast, _ = dr.rasterize(dr.get_context("cpu"), pos, tri, (8, 8))
+        dr.interpolate(torch.rand(1, pos.shape[1], 2), rast, tri)
+        assert spy.calls == ["rasterize", "interpolate"]
+    finally:
+        dr.BACKENDS.pop("spy")
+        dr.DEFAULT_BACKENDS["cpu"] = "cpu"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device with nvdiffrast")

@@ -5,40 +5,22 @@
     out = guidance.sds_loss(images, emb, azimuth, elevation, progress)  # images [B, 3, H, W] in [0, 1]
     out.loss.backward()                                                # d loss / d images = w(t)(eps_pred - eps)
 
-A registry maps a model family to its class, because users really swap guidance models.
+A registry maps a model family to its class, because users really swap guidance models: a class
+registered with ``@register_guidance(kind)`` declares the pipeline folders it loads (``accepts``), and
+``load_guidance`` builds the family that accepts the folder (see :mod:`.registry`).
 """
 from __future__ import annotations
-
-from typing import Callable, Dict
 
 import torch
 
 from .base import Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, UnknownWordsWarning
-from .loading import ALIASES, embedded_prior_path, kind_of, resolve, unloadable
+from .loading import ALIASES, embedded_prior_path, resolve, unloadable
+from .pixel import PixelGuidance
+from .registry import GUIDANCE_KINDS, kind_of, register_guidance
+from .stable_diffusion import StableDiffusionGuidance
 
-GUIDANCE_KINDS: Dict[str, Callable[..., Guidance]] = {}
-
-
-def register_guidance(kind: str):
-    def deco(factory):
-        GUIDANCE_KINDS[kind] = factory
-        return factory
-
-    return deco
-
-
-@register_guidance("latent")
-def _stable_diffusion(path: str, config: GuidanceConfig, device) -> Guidance:
-    from .stable_diffusion import StableDiffusionGuidance
-
-    return StableDiffusionGuidance(path, config, device)
-
-
-@register_guidance("pixel")
-def _pixel(path: str, config: GuidanceConfig, device) -> Guidance:
-    from .pixel import PixelGuidance
-
-    return PixelGuidance(path, config, device)
+# Packages whose ValueError / KeyError means "this folder is not a model they can read".
+_LOADER_PACKAGES = ("diffusers", "transformers", "huggingface_hub", "safetensors", "tokenizers", "json")
 
 
 def load_guidance(config: GuidanceConfig | str, device: torch.device | str = "cpu") -> Guidance:
@@ -47,17 +29,24 @@ def load_guidance(config: GuidanceConfig | str, device: torch.device | str = "cp
         config = GuidanceConfig(name=config)
     _quiet_libraries()
     path, index = resolve(config.name)
-    kind = kind_of(index, path)
+    cls = GUIDANCE_KINDS[kind_of(index, path)]
     try:
-        return GUIDANCE_KINDS[kind](path, config, device)
+        return cls(path, config, device)
     except (OSError, ValueError, KeyError) as e:
-        if isinstance(e, UserWarning):
-            raise
-        from ..errors import UserInputError
-
-        if isinstance(e, UserInputError):
+        # A missing / unreadable file, or a model library refusing the folder, is bad input; the same error
+        # types raised by a constructor's own code are bugs and keep their traceback.
+        if not isinstance(e, OSError) and not _raised_in(e, _LOADER_PACKAGES):
             raise
         raise unloadable(config.name, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from None
+
+
+def _raised_in(error: BaseException, packages: tuple[str, ...]) -> bool:
+    """Whether the innermost frame of ``error``'s traceback is in one of ``packages``."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module.split(".")[0] in packages
 
 
 def _quiet_libraries() -> None:
@@ -72,4 +61,4 @@ def _quiet_libraries() -> None:
 
 
 __all__ = ["Guidance", "GuidanceConfig", "PromptEmbeddings", "SDSOutput", "UnknownWordsWarning", "load_guidance",
-           "register_guidance", "GUIDANCE_KINDS", "ALIASES", "embedded_prior_path"]
+           "register_guidance", "GUIDANCE_KINDS", "ALIASES", "embedded_prior_path", "PixelGuidance", "StableDiffusionGuidance"]

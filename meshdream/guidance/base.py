@@ -219,11 +219,19 @@ class PromptTruncatedWarning(UserWarning):
 
 
 class Guidance:
-    """Interface of every guidance model (see the module docstring for the data flow)."""
+    """Interface of every guidance model (see the module docstring for the data flow).
+
+    A family is registered with ``meshdream.guidance.register_guidance(kind)``; ``__init__(path, config,
+    device)`` loads it and :meth:`accepts` says which pipeline folders it loads."""
 
     resolution: int
     settings: ResolvedSettings
     config: GuidanceConfig
+
+    @classmethod
+    def accepts(cls, index: dict) -> bool:
+        """Whether this class loads a diffusers pipeline folder whose model_index.json holds ``index``."""
+        return False
 
     def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
         raise NotImplementedError

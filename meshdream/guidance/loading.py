@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..errors import UserInputError
+from ..errors import MeshdreamError, UserInputError
 
 ALIASES = {
     "stable-diffusion": "stabilityai/stable-diffusion-2-1-base",
@@ -53,7 +53,7 @@ def resolve(name: str) -> tuple[str, dict]:
     if name == "embedded":
         path = embedded_prior_path()
         if not (path / "model_index.json").is_file():
-            raise UserInputError(f"the embedded prior is missing from {path}; reinstall meshdream")
+            raise MeshdreamError(f"the embedded prior is missing from {path}; reinstall meshdream")
         return str(path), read_index(path / "model_index.json")
     target = ALIASES.get(name, name)
     local = Path(os.path.expanduser(target))
@@ -121,14 +121,3 @@ def refuse_untrusted_files(folder: Path) -> None:
                 f"guidance folder {str(folder)!r} asks to run its own Python code ({key!r} in {cfg.relative_to(folder)}); "
                 "meshdream never runs code from model folders (trust_remote_code is always off). Use a standard "
                 "diffusers Stable Diffusion / DeepFloyd IF folder, or --guidance embedded")
-
-
-def kind_of(index: dict, path: str) -> str:
-    """'latent' (Stable Diffusion family) or 'pixel' (DeepFloyd IF stage I, the embedded prior)."""
-    cls = str(index.get("_class_name", ""))
-    if "vae" in index or cls.startswith("StableDiffusion"):
-        return "latent"
-    if cls.startswith("IF") or cls == "MeshdreamPriorPipeline" or "unet" in index:
-        return "pixel"
-    raise UserInputError(f"guidance model {path!r} ({cls or 'unknown pipeline'}) is neither a Stable Diffusion nor a "
-                         "pixel-space (DeepFloyd IF stage I) pipeline")

@@ -9,15 +9,25 @@ import torch
 
 from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_model, check_prompt, resize,
                    resolve_settings, sds_from_model, view_prompts, warn_unknown_words)
+from .registry import register_guidance
 from .text import free_device_memory, from_pretrained_variant, load_text_model
 
 IF_RECOMMENDED = {"guidance_scale": 20.0, "t_min": 0.02, "t_max": 0.98, "t_max_end": 0.5}
 
 
+@register_guidance("pixel")
 class PixelGuidance(Guidance):
     """SDS directly on RGB pixels resized to the UNet's sample size (IF: 64, embedded prior: 32).
 
     A UNet with 6 output channels predicts (eps, variance) as IF does: the first 3 are eps."""
+
+    @classmethod
+    def accepts(cls, index: dict) -> bool:
+        """DeepFloyd IF stage I, the embedded prior, or any pipeline with a UNet and no VAE."""
+        name = str(index.get("_class_name", ""))
+        if "vae" in index or name.startswith("StableDiffusion"):
+            return False
+        return name.startswith("IF") or name == "MeshdreamPriorPipeline" or "unet" in index
 
     def __init__(self, path: str, config: GuidanceConfig, device: torch.device | str = "cpu"):
         from diffusers import DDPMScheduler, UNet2DConditionModel

@@ -5,13 +5,20 @@ import torch
 
 from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_model, check_prompt, resize,
                    resolve_settings, sds_from_model, view_prompts)
+from .registry import register_guidance
 from .text import from_pretrained_variant, load_text_model
 
 SD_RECOMMENDED = {"guidance_scale": 100.0, "t_min": 0.02, "t_max": 0.98, "t_max_end": 0.5}
 
 
+@register_guidance("latent")
 class StableDiffusionGuidance(Guidance):
     """SDS on VAE latents: images are resized to the VAE's native size and encoded with gradient."""
+
+    @classmethod
+    def accepts(cls, index: dict) -> bool:
+        """Stable Diffusion 1.x / 2.x pipelines (a VAE beside the UNet)."""
+        return "vae" in index or str(index.get("_class_name", "")).startswith("StableDiffusion")
 
     def __init__(self, path: str, config: GuidanceConfig, device: torch.device | str = "cpu"):
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel

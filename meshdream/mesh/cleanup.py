@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserInputError
 
 
 def clean_mesh(
@@ -37,16 +36,16 @@ def clean_mesh(
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces)
     if vertices.ndim != 2 or vertices.shape[1] != 3:
-        raise UserInputError(f"vertices must have shape [V, 3], got {vertices.shape}")
+        raise ValueError(f"vertices must have shape [V, 3], got {vertices.shape}")
     if faces.ndim != 2 or faces.shape[1] != 3 or (faces.size and not np.issubdtype(faces.dtype, np.integer)):
-        raise UserInputError(f"faces must be integer vertex indices of shape [F, 3], got {faces.dtype} {faces.shape}")
+        raise ValueError(f"faces must be integer vertex indices of shape [F, 3], got {faces.dtype} {faces.shape}")
     if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
-        raise UserInputError(f"faces index vertices {faces.min()}..{faces.max()}, but there are only {len(vertices)} vertices")
+        raise ValueError(f"faces index vertices {faces.min()}..{faces.max()}, but there are only {len(vertices)} vertices")
     if colors is not None and np.shape(colors) != (len(vertices), 3):
-        raise UserInputError(f"colors must have shape [V, 3] = {(len(vertices), 3)}, got {np.shape(colors)}")
+        raise ValueError(f"colors must have shape [V, 3] = {(len(vertices), 3)}, got {np.shape(colors)}")
     if not 0 <= min_component_fraction <= 1 or not 0 <= min_component_diameter <= 1:
-        raise UserInputError(f"min_component_fraction ({min_component_fraction}) and min_component_diameter "
-                             f"({min_component_diameter}) must be in [0, 1]")
+        raise ValueError(f"min_component_fraction ({min_component_fraction}) and min_component_diameter "
+                         f"({min_component_diameter}) must be in [0, 1]")
     faces = faces.astype(np.int32)
     if len(faces) == 0:
         return vertices.astype(np.float32), faces.astype(np.int64).reshape(0, 3), None if colors is None else np.asarray(colors, np.float32)
