@@ -71,7 +71,7 @@ def run_extras(run: RunDir) -> dict:
             extras[key] = info[key]
     settings = {}
     for stage in ("coarse", "refine"):
-        path = run.root / stage / "config.yaml"
+        path = run.config_file(stage)
         if path.is_file():
             settings[stage] = read_yaml(path, rerun(run, stage))
     if settings:

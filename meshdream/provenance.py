@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from .errors import MeshdreamError
+from .run import RECORD_FILE as RECORD  # the RUN layout's names live in run.py
 from .run import RunDir, rerun
 
-RECORD = "stage.json"
 UPSTREAM = {"coarse": None, "refine": "coarse"}
 
 
@@ -113,7 +113,7 @@ def verified(run: RunDir, stage: str) -> Optional[dict]:
                       "meshdream, so where it came from cannot be checked", UnrecordedStageWarning, stacklevel=3)
         return None
     if not record["finished"]:
-        if (run.root / stage / "checkpoint.pt").is_file():
+        if run.checkpoint(stage).is_file():
             resume = (f"meshdream coarse PROMPT --out {run.root} --resume" if stage == "coarse"
                       else f"meshdream refine {run.root} --resume")
             how = f"continue it with `{resume}`, or {rerun(run, stage)}"

@@ -1,4 +1,4 @@
-"""The layout of a RUN folder, shared by every stage.
+"""The layout of a RUN folder, shared by every stage: every path into a RUN comes from here.
 
 RUN/
   coarse/prompt.yaml        prompt, negative prompt and seed of the RUN
@@ -8,6 +8,7 @@ RUN/
   coarse/mesh.ply           coarse mesh (vertex colours = NeRF albedo)
   coarse/field.pt           final NeRF parameters + config (for baking the texture in refine)
   refine/config.yaml, refine/checkpoint.pt, refine/previews/
+  <stage>/stage.json         what a finished stage was made from (meshdream.provenance)
   refine/mesh.obj, refine/mesh.mtl, refine/texture.png   refined textured mesh
   export/model.glb …        exported assets
   turntable.gif             turntable of the final asset (generate)
@@ -35,6 +36,11 @@ MARKER = ".meshdream-run"
 LOCK = ".meshdream.lock"
 LOCK_INFO = ".meshdream.lock.json"
 _STAGE_FOLDERS = ("coarse", "refine", "export")
+# file names inside every optimisation stage's folder (RUN/<stage>/...)
+CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.yaml"
+PREVIEWS_FOLDER = "previews"
+RECORD_FILE = "stage.json"
 
 
 class RunLockedError(MeshdreamError):
@@ -199,11 +205,23 @@ class RunDir:
     def turntable(self) -> Path:
         return self.root / "turntable.gif"
 
-    def stage(self, name: str) -> Path:
-        """Folder of stage ``name`` (created)."""
-        p = self.root / name
-        p.mkdir(parents=True, exist_ok=True)
-        return p
+    @property
+    def refined_material(self) -> Path:
+        return self.refine / "mesh.mtl"
+
+    def export_file(self, format: str) -> Path:
+        """Where ``export`` writes a ``format`` asset by default."""
+        return self.export / f"model.{format}"
+
+    # any stage: RUN/<stage>/...
+    def checkpoint(self, stage: str) -> Path:
+        return self.root / stage / CHECKPOINT_FILE
+
+    def config_file(self, stage: str) -> Path:
+        return self.root / stage / CONFIG_FILE
+
+    def record(self, stage: str) -> Path:
+        return self.root / stage / RECORD_FILE
 
 
 class CorruptRunFileError(MeshdreamError):

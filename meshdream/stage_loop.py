@@ -32,14 +32,13 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, Type, Type
 import torch
 
 from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
-from .config import from_dict, merge, save_config, stage_config, to_dict
+from .config import save_config, stage_config, to_dict
 from .errors import CheckpointError, MeshdreamError, UserInputError
 from .guidance.base import NonFiniteGuidanceError
+from .run import CHECKPOINT_FILE, CONFIG_FILE, PREVIEWS_FOLDER
 
 T = TypeVar("T")
 
-CHECKPOINT = "checkpoint.pt"
-PREVIEWS = "previews"
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -73,7 +72,7 @@ def start_stage(name: str, folder: Path, cls: Type[T], config, overrides: Mappin
 
     if not resume:
         return StageStart(stage_config(cls, config, overrides), None)
-    path = folder / CHECKPOINT
+    path = folder / CHECKPOINT_FILE
     if not path.is_file():
         raise UserInputError(f"--resume: {str(path)!r} does not exist; start without --resume")
     saved = load_checkpoint(path)
@@ -100,7 +99,7 @@ def restoring(path: Path, name: str) -> Iterator[None]:
 def prepare_folder(folder: Path) -> None:
     """Make the stage folder and its previews folder; drop half-written files a killed run left."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / PREVIEWS).mkdir(exist_ok=True)
+    (folder / PREVIEWS_FOLDER).mkdir(exist_ok=True)
     remove_stale_temporaries(folder)
 
 
@@ -175,10 +174,10 @@ class StageLoop:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.folder / CHECKPOINT
+        return self.folder / CHECKPOINT_FILE
 
     def preview_path(self, name: str) -> Path:
-        return self.folder / PREVIEWS / name
+        return self.folder / PREVIEWS_FOLDER / name
 
     def restore(self, saved: Optional[dict]) -> int:
         """Continue the generator's draws from ``saved`` (a checkpoint); returns the first step to run."""
@@ -205,7 +204,7 @@ class StageLoop:
         return f"The checkpoint of step {self.last_checkpoint} is kept; {change} and continue with --resume --config COPY"
 
     def save_config(self) -> None:
-        save_config(self.cfg, self.folder / "config.yaml")
+        save_config(self.cfg, self.folder / CONFIG_FILE)
 
     def checkpoint(self, step: int, done: bool = False) -> None:
         save_checkpoint(self.checkpoint_path, {"stage": self.name, "step": step, "done": done, "config": to_dict(self.cfg),

@@ -79,3 +79,15 @@ def test_stages_refuse_a_run_another_process_writes(holder, tiny_configs):
                  ["refine", str(run.root)]):
         r = CliRunner().invoke(cli, args)
         assert r.exit_code == 1 and f"process {proc.pid} on host" in r.output and "coarse stage" in r.output, (args, r.output)
+
+
+def test_every_file_a_stage_writes_is_named_by_run_py(coarse_run):
+    """The stage loop, provenance and the stages take their paths from RunDir: a finished coarse RUN holds
+    exactly the files RunDir names (plus previews)."""
+    run = RunDir.existing(coarse_run)
+    named = {run.checkpoint("coarse"), run.config_file("coarse"), run.record("coarse"), run.prompt_file, run.coarse_mesh,
+             run.coarse_field}
+    assert all(p.is_file() for p in named)
+    written = {p for p in run.coarse.iterdir() if p.is_file()}
+    assert written == named and (run.coarse / "previews").is_dir()
+    assert run.export_file("glb") == run.export / "model.glb" and run.refined_material.parent == run.refine

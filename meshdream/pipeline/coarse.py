@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Tuple
@@ -205,7 +204,7 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
     occupancy = (OccupancyGrid(cfg.occupancy.resolution, cfg.bound, cfg.occupancy.decay, cfg.occupancy.threshold, device=dev)
                  if cfg.occupancy.enabled else None)
     if state is not None:
-        with restoring(stage / "checkpoint.pt", "coarse"):
+        with restoring(run.checkpoint("coarse"), "coarse"):
             field_.load_state_dict(state["field"]["state"])
             if bg_model is not None:
                 bg_model.load_state_dict(state["background"])

@@ -83,7 +83,7 @@ def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.Path
     if texture_size is not None and not 16 <= texture_size <= 8192:
         raise UserInputError(f"--texture-size {texture_size} is out of range; use 16 to 8192")
     run_dir = RunDir.existing(run)
-    path = Path(output) if output is not None else run_dir.export / f"model.{format}"
+    path = Path(output) if output is not None else run_dir.export_file(format)
     if path.exists() and path.is_dir():
         raise UserInputError(f"--output {str(path)!r} is a folder; give a file name such as model.{format}")
     try:

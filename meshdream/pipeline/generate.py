@@ -40,10 +40,10 @@ def generate(prompt: str, out: str | os.PathLike, *, guidance: str | None = None
         t = now
 
     coarse(prompt, run.root, config=coarse_config, guidance=guidance, iters=coarse_iters, seed=seed, device=device,
-           resume=resume and (run.coarse / "checkpoint.pt").is_file(), negative_prompt=negative_prompt, progress=progress)
+           resume=resume and run.checkpoint("coarse").is_file(), negative_prompt=negative_prompt, progress=progress)
     lap("coarse")
     refine(run.root, config=refine_config, guidance=guidance, iters=refine_iters, seed=seed, device=device,
-           resume=resume and (run.refine / "checkpoint.pt").is_file(), progress=progress)
+           resume=resume and run.checkpoint("refine").is_file(), progress=progress)
     lap("refine")
     path = export(run.root, format=format)
     lap("export")

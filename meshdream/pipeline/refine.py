@@ -116,13 +116,13 @@ def _state_from(d: dict, device) -> RefineState:
 
 
 def save_textured_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture: np.ndarray,
-                      extras: dict | None = None) -> None:
-    """Write path (OBJ, with normals) + its MTL + texture.png beside it through the OBJ asset writer.
+                      extras: dict | None = None, texture_file: str = "texture.png") -> None:
+    """Write path (OBJ, with normals) + its MTL + ``texture_file`` beside it through the OBJ asset writer.
     texture [T, T, 3] in [0, 1], row r <-> v = (r + 0.5) / T."""
     png = (np.clip(texture[::-1], 0, 1) * 255).round().astype(np.uint8)  # PNG row 0 = top = v 1
     asset = Asset(np.asarray(vertices, np.float32), np.asarray(faces, np.int64), uvs=np.asarray(uvs, np.float32),
                   texture=np.ascontiguousarray(png), extras=extras or {})
-    write_files(WRITERS["obj"](asset, path.stem, texture_file="texture.png"), path.parent)
+    write_files(WRITERS["obj"](asset, path.stem, texture_file=texture_file), path.parent)
 
 
 @locks_run("refine", lambda run, **_: RunDir.existing(run))
@@ -170,7 +170,7 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
 
     g = seeded_generator(cfg.seed)
     if saved is not None:
-        with restoring(stage / "checkpoint.pt", "refine"):
+        with restoring(run_dir.checkpoint("refine"), "refine"):
             state = _state_from(saved["mesh"], dev)
             offsets = saved["offsets"].to(dev).requires_grad_(True)
             tex_logits = saved["texture_logits"].to(dev).requires_grad_(True)
@@ -182,7 +182,7 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
         tex_logits = torch.logit(texture.clamp(0.02, 0.98)).detach().requires_grad_(True)
     optimizer = torch.optim.Adam([{"params": [tex_logits], "lr": cfg.lr_texture}, {"params": [offsets], "lr": cfg.lr_vertices}])
     if saved is not None:
-        with restoring(stage / "checkpoint.pt", "refine"):
+        with restoring(run_dir.checkpoint("refine"), "refine"):
             optimizer.load_state_dict(saved["optimizer"])
         for group, lr in zip(optimizer.param_groups, (cfg.lr_texture, cfg.lr_vertices)):  # lrs may change on --resume
             group["lr"] = lr
@@ -232,11 +232,11 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
     with torch.no_grad():
         verts, tex = current()
     save_textured_obj(run_dir.refined_mesh, verts.cpu().numpy(), state.faces.cpu().numpy(), state.uvs.cpu().numpy(),
-                      tex.cpu().numpy())
+                      tex.cpu().numpy(), texture_file=run_dir.refined_texture.name)
     loop.finish()
     write_record(stage, "refine", prompt=info["prompt"], negative_prompt=info.get("negative_prompt") or "", config=cfg,
                  upstream={"coarse": coarse_fingerprint},
-                 outputs=[p for p in (run_dir.refined_mesh, stage / "mesh.mtl", run_dir.refined_texture) if p.is_file()])
+                 outputs=[p for p in (run_dir.refined_mesh, run_dir.refined_material, run_dir.refined_texture) if p.is_file()])
     if progress:
         print(f"refine: {loop.summary()}, {len(state.faces)} faces, texture {cfg.texture_size}x{cfg.texture_size}")
     return run_dir.refined_mesh
@@ -250,7 +250,7 @@ def _record_intact(run: RunDir) -> bool:
 
 def stage_config_guidance(run: RunDir) -> str | None:
     """The guidance model name the coarse stage of RUN used."""
-    path = run.coarse / "config.yaml"
+    path = run.config_file("coarse")
     if not path.is_file():
         return None
     data = read_yaml(path, rerun(run, "coarse"))
