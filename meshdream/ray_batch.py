@@ -84,10 +84,11 @@ def job_spec(job: PromptJob, settings: BatchSettings, out: Path) -> dict:
 def _checkpoint_steps(run: Path) -> dict[str, int]:
     """Steps of the stage checkpoints a RUN already holds (what a resumed job continues from)."""
     from .checkpoint import load_checkpoint
+    from .run import RunDir
 
     steps = {}
     for stage in ("coarse", "refine"):
-        path = run / stage / "checkpoint.pt"
+        path = RunDir(Path(run)).checkpoint(stage)
         if path.is_file():
             try:
                 steps[stage] = int(load_checkpoint(path)["step"])

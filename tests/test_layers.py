@@ -5,7 +5,8 @@ from pathlib import Path
 import meshdream
 
 PACKAGE = Path(meshdream.__file__).parent
-ENTRY_POINTS = {"meshdream", "meshdream.__main__", "meshdream.cli"}  # the API and the CLI sit above the stages
+# the API, the CLI and the Ray batch driver sit above the stages (they run them)
+ENTRY_POINTS = {"meshdream", "meshdream.__main__", "meshdream.cli", "meshdream.ray_batch"}
 ORCHESTRATOR = "meshdream.pipeline.generate"  # runs the other stages
 
 
