@@ -207,10 +207,9 @@ def get_context(device: torch.device | str = "cpu", backend: Optional[str] = Non
 
 
 def _default_backend(device: torch.device) -> str:
-    if device.type not in DEFAULT_BACKENDS:
-        raise ValueError(f"no rasteriser backend is the default for {device.type!r} devices (defaults: "
-                         f"{', '.join(f'{k} -> {v}' for k, v in DEFAULT_BACKENDS.items())}); name one or pass ctx=")
-    return DEFAULT_BACKENDS[device.type]
+    """The registered default for ``device``'s type; device types without one get the C++ backend (it works on
+    any tensor by copying through host memory)."""
+    return DEFAULT_BACKENDS.get(device.type, DEFAULT_BACKENDS.get("cpu", "cpu"))
 
 
 def _backend(ctx: Optional[RasterContext], tensor: torch.Tensor) -> RasterBackend:
