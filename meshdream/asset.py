@@ -160,7 +160,13 @@ def to_trimesh(asset: Asset):
         visual = trimesh.visual.TextureVisuals(uv=asset.uvs, material=material)
     else:
         visual = trimesh.visual.ColorVisuals(vertex_colors=asset.colours)
-    return trimesh.Trimesh(asset.vertices, asset.faces, visual=visual, vertex_normals=normals_of(asset), process=False)
+    normals = normals_of(asset)
+    mesh = trimesh.Trimesh(asset.vertices, asset.faces, visual=visual, vertex_normals=normals, process=False)
+    if asset.normal_map is not None:  # the tangent frame the map was baked in, exported as TANGENT (see _gltf_tree_fixer)
+        from .normal_map import vertex_tangents
+
+        mesh.vertex_attributes["_TANGENT"] = vertex_tangents(asset.vertices, asset.faces, asset.uvs, normals)
+    return mesh
 
 
 # glTF bufferView targets (glTF 2.0 spec 3.6.2.1): vertex attributes vs. indices
@@ -181,6 +187,8 @@ def _gltf_tree_fixer(asset: Asset) -> Callable[[dict], None]:
         for mesh in tree.get("meshes", []):
             mesh["name"] = asset.name
             for prim in mesh["primitives"]:
+                if "_TANGENT" in prim.get("attributes", {}):  # trimesh writes custom attributes with a leading "_"
+                    prim["attributes"]["TANGENT"] = prim["attributes"].pop("_TANGENT")
                 for accessor in prim.get("attributes", {}).values():
                     tree["bufferViews"][tree["accessors"][accessor]["bufferView"]]["target"] = ARRAY_BUFFER
                 if "indices" in prim:

@@ -1,4 +1,4 @@
-"""The ``meshdream`` command line: coarse, refine, export, generate, batch.
+"""The ``meshdream`` command line: coarse, refine, export, generate, batch, render.
 
 Each command is a thin wrapper over the Python function of the same name; user errors become click
 usage errors (exit code 2) and other meshdream errors clean messages (exit code 1), never tracebacks.
@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
 
 import click
 
 from . import __version__
 from .asset import WRITERS
-from .config import SEED_MAX
+from .config import SEED_MAX, preset_names
 from .errors import MeshdreamError, UserInputError
 
 DEVICES = click.Choice(["cpu", "cuda"])
 EXPORT_FORMATS = tuple(WRITERS)  # the asset writers' table is the one list of formats
+RENDER_FORMATS = ("mp4", "gif", "png")
 
 
 def _stage(module: str, name: str):
@@ -57,9 +59,26 @@ def _check_device(device: str | None) -> None:
             raise click.BadParameter("'cuda' was asked for but no CUDA device is available; use --device cpu", param_hint="--device")
 
 
-def _check_prompt(prompt: str) -> None:
+def _check_prompt(prompt: str, *stage_configs: type) -> None:
     if not prompt.strip():
         raise click.BadParameter("the prompt is empty; describe the object, e.g. \"a red cube\"", param_hint="PROMPT")
+    from .config import split_override
+
+    kv = split_override(prompt)
+    if kv is not None:  # e.g. threestudio's system.prompt_processor.prompt="a red cube"
+        from .config import config_keys
+
+        key = kv[0]
+        known = any(key in config_keys(cls) or key.split(".")[0] in config_keys(cls) for cls in stage_configs)
+        what = f"the setting {key}" if known else f"a KEY=VALUE setting ({key!r} is not a meshdream config key)"
+        raise click.BadParameter(
+            f"{prompt!r} looks like {what}, not a prompt. Give the prompt first, quoted, then the options, then "
+            f"settings: meshdream generate \"a red cube\" --out RUN iters=100. A prompt with '=' in it needs a space "
+            f"before the '=' (\"a = b\").", param_hint="PROMPT")
+
+
+def _config_classes(*stages: str) -> list[type]:
+    return [getattr(importlib.import_module(f"meshdream.pipeline.{s}"), f"{s.capitalize()}Config") for s in stages]
 
 
 guidance_option = click.option(
@@ -72,41 +91,66 @@ device_option = click.option("--device", type=DEVICES, default=None, help="Where
 seed_option = click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None, help="Random seed (default from the config).")
 resume_option = click.option("--resume", is_flag=True, help="Continue from the stage's last checkpoint in RUN.")
 config_option = click.option(
-    "--config", "config", type=click.Path(dir_okay=False), default=None, help="YAML file overriding the stage's defaults (see configs/)."
+    "--config", "config", type=click.Path(dir_okay=False), default=None,
+    help="YAML file overriding the stage's defaults and the preset (it may say `extends: PRESET`).",
 )
+preset_option = click.option(
+    "--preset", type=click.Choice(preset_names()), default=None,
+    help="Named settings shipped with meshdream: 'sd' (Stable Diffusion, CUDA), 'if' (DeepFloyd IF coarse + SD refine, CUDA).",
+)
+overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+negative_prompt_option = click.option("--negative-prompt", default=None, help="What the images should not look like.")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
+format_option = click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="glb", show_default=True,
+                             help="Asset file format.")
+
+SETTINGS_HELP = ("KEY=VALUE settings after the options override any config key, dotted for nested ones "
+                 "(iters=100 guidance.guidance_scale=50 nerf.hash_grid.levels=8); they are recorded in RUN's config.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="meshdream")
+@click.version_option(__version__, prog_name="meshdream", help="Show the version and exit.")
 def cli() -> None:
-    """Text to textured 3D asset by score distillation (coarse NeRF, then mesh refinement)."""
+    """Text to textured 3D asset by score distillation (coarse NeRF, then mesh refinement).
+
+    \b
+    meshdream generate "a red cube" --out runs/red_cube       # GLB + turntables in runs/red_cube
+    meshdream generate "a blue sphere" --out runs/s iters=200 # KEY=VALUE settings after the options
+    meshdream render runs/red_cube --format png               # lit and normals views of an asset
+    """
 
 
-@cli.command()
+@cli.command(epilog=SETTINGS_HELP)
 @click.argument("prompt")
+@overrides_argument
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="RUN folder to write.")
+@preset_option
 @config_option
 @guidance_option
 @click.option("--iters", type=click.IntRange(min=1), default=None, help="Optimisation steps.")
 @seed_option
 @device_option
 @resume_option
-@click.option("--negative-prompt", default=None, help="What the images should not look like.")
+@negative_prompt_option
 @quiet_option
 @_user_errors
-def coarse(prompt, out, config, guidance, iters, seed, device, resume, negative_prompt, quiet):
+def coarse(prompt, overrides, out, preset, config, guidance, iters, seed, device, resume, negative_prompt, quiet):
     """Optimise a NeRF for PROMPT by SDS and extract its mesh into RUN/coarse."""
-    _check_prompt(prompt)
+    _check_prompt(prompt, *_config_classes("coarse"))
     _check_device(device)
+    from .run import removed_on_usage_error
+
     fn = _stage("coarse", "coarse")
-    mesh = fn(prompt, out, config=config, guidance=guidance, iters=iters, seed=seed, device=device,
-              resume=resume, negative_prompt=negative_prompt, progress=not quiet)
+    with removed_on_usage_error(out, os.path.join(out, "coarse")):
+        mesh = fn(prompt, out, config=config, guidance=guidance, iters=iters, seed=seed, device=device, resume=resume,
+                  negative_prompt=negative_prompt, progress=not quiet, preset=preset, overrides=overrides)
     click.echo(f"coarse mesh: {mesh}")
 
 
-@cli.command()
+@cli.command(epilog=SETTINGS_HELP)
 @click.argument("run", type=click.Path(file_okay=False))
+@overrides_argument
+@preset_option
 @config_option
 @guidance_option
 @click.option("--iters", type=click.IntRange(min=1), default=None, help="Optimisation steps.")
@@ -114,55 +158,74 @@ def coarse(prompt, out, config, guidance, iters, seed, device, resume, negative_
 @seed_option
 @device_option
 @resume_option
+@click.option("--negative-prompt", default=None, help="What the images should not look like (default: the coarse stage's).")
 @quiet_option
 @_user_errors
-def refine(run, config, guidance, iters, texture_size, seed, device, resume, quiet):
+def refine(run, overrides, preset, config, guidance, iters, texture_size, seed, device, resume, negative_prompt, quiet):
     """Refine RUN's coarse mesh and its UV texture by SDS through differentiable rasterisation."""
     _check_device(device)
+    from .run import removed_on_usage_error
+
     fn = _stage("refine", "refine")
-    mesh = fn(run, config=config, guidance=guidance, iters=iters, texture_size=texture_size, seed=seed,
-              device=device, resume=resume, progress=not quiet)
+    with removed_on_usage_error(os.path.join(run, "refine")):
+        mesh = fn(run, config=config, guidance=guidance, iters=iters, texture_size=texture_size, seed=seed, device=device,
+                  resume=resume, progress=not quiet, negative_prompt=negative_prompt, preset=preset, overrides=overrides)
     click.echo(f"refined mesh: {mesh}")
 
 
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="glb", show_default=True)
+@format_option
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="File to write (default RUN/export/model.FORMAT).")
 @click.option("--faces", type=click.IntRange(min=4), default=None, help="Decimate to about this many faces.")
 @click.option("--texture-size", type=click.IntRange(min=16, max=8192), default=None, help="Resample the texture to this size.")
+@click.option("--normal-map", is_flag=True,
+              help="With --faces: bake the refined mesh's normals into a normal map of the decimated mesh (GLB, glTF).")
 @_user_errors
-def export(run, fmt, output, faces, texture_size):
+def export(run, fmt, output, faces, texture_size, normal_map):
     """Export RUN's textured mesh as GLB / glTF / OBJ (+MTL, PNG) / PLY (vertex colours)."""
+    from .run import removed_on_usage_error
+
     fn = _stage("export", "export")
-    path = fn(run, format=fmt, output=output, faces=faces, texture_size=texture_size)
+    with removed_on_usage_error(os.path.dirname(output) if output else os.path.join(run, "export")):
+        path = fn(run, format=fmt, output=output, faces=faces, texture_size=texture_size, normal_map=normal_map)
     click.echo(f"exported: {path}")
 
 
-@cli.command()
+@cli.command(epilog=SETTINGS_HELP + " A plain key goes to every stage that has it; coarse.KEY=VALUE or "
+             "refine.KEY=VALUE to one stage.")
 @click.argument("prompt")
+@overrides_argument
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="RUN folder to write.")
+@preset_option
 @guidance_option
 @click.option("--coarse-config", type=click.Path(dir_okay=False), default=None, help="YAML for the coarse stage.")
 @click.option("--refine-config", type=click.Path(dir_okay=False), default=None, help="YAML for the refine stage.")
-@click.option("--coarse-iters", type=click.IntRange(min=1), default=None)
-@click.option("--refine-iters", type=click.IntRange(min=1), default=None)
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="glb", show_default=True)
+@click.option("--coarse-iters", type=click.IntRange(min=1), default=None, help="Coarse (NeRF) optimisation steps.")
+@click.option("--refine-iters", type=click.IntRange(min=1), default=None, help="Refine (mesh) optimisation steps.")
+@click.option("--texture-size", type=click.IntRange(min=16, max=8192), default=None, help="UV texture resolution (pixels).")
+@click.option("--faces", type=click.IntRange(min=4), default=None, help="Decimate the exported mesh to about this many faces.")
+@format_option
 @seed_option
 @device_option
-@resume_option
-@click.option("--negative-prompt", default=None)
+@click.option("--resume", is_flag=True, help="Keep finished stages and continue an interrupted one from its checkpoint.")
+@negative_prompt_option
+@click.option("--no-video", is_flag=True, help="Skip RUN/turntable.mp4 (the GIF is still written).")
 @quiet_option
 @_user_errors
-def generate(prompt, out, guidance, coarse_config, refine_config, coarse_iters, refine_iters, fmt, seed, device, resume,
-             negative_prompt, quiet):
-    """Run coarse, refine and export for PROMPT; also saves a turntable GIF in RUN."""
-    _check_prompt(prompt)
+def generate(prompt, overrides, out, preset, guidance, coarse_config, refine_config, coarse_iters, refine_iters, texture_size,
+             faces, fmt, seed, device, resume, negative_prompt, no_video, quiet):
+    """Run coarse, refine and export for PROMPT; also saves turntables (GIF, MP4) in RUN."""
+    _check_prompt(prompt, *_config_classes("coarse", "refine"))
     _check_device(device)
+    from .run import removed_on_usage_error
+
     fn = _stage("generate", "generate")
-    path = fn(prompt, out, guidance=guidance, coarse_config=coarse_config, refine_config=refine_config,
+    with removed_on_usage_error(out, os.path.join(out, "coarse")):  # a refused start leaves no RUN behind
+        path = fn(prompt, out, guidance=guidance, coarse_config=coarse_config, refine_config=refine_config,
               coarse_iters=coarse_iters, refine_iters=refine_iters, format=fmt, seed=seed, device=device,
-              resume=resume, negative_prompt=negative_prompt, progress=not quiet)
+              resume=resume, negative_prompt=negative_prompt, progress=not quiet, preset=preset, overrides=overrides,
+              texture_size=texture_size, faces=faces, video=not no_video)
     click.echo(f"asset: {path}")
 
 
@@ -178,9 +241,9 @@ def generate(prompt, out, guidance, coarse_config, refine_config, coarse_iters, 
 @guidance_option
 @click.option("--coarse-config", type=click.Path(dir_okay=False), default=None, help="YAML for every prompt's coarse stage.")
 @click.option("--refine-config", type=click.Path(dir_okay=False), default=None, help="YAML for every prompt's refine stage.")
-@click.option("--coarse-iters", type=click.IntRange(min=1), default=None)
-@click.option("--refine-iters", type=click.IntRange(min=1), default=None)
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="glb", show_default=True)
+@click.option("--coarse-iters", type=click.IntRange(min=1), default=None, help="Coarse (NeRF) optimisation steps.")
+@click.option("--refine-iters", type=click.IntRange(min=1), default=None, help="Refine (mesh) optimisation steps.")
+@format_option
 @seed_option
 @quiet_option
 @_user_errors
@@ -200,6 +263,23 @@ def batch(prompts, out, workers, address, gpus_per_job, cpus_per_job, resume, re
     if failed:
         lines = "\n".join(f"  {e['slug']}: {e['error'] or e['status']}" for e in failed)
         raise click.ClickException(f"{len(failed)} prompt(s) failed (details in index.json); fix them and rerun with --resume:\n{lines}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--views", type=click.IntRange(min=1, max=720), default=None,
+              help="Frames of one turn (default: 120 for mp4, 24 for gif, 8 for png).")
+@click.option("--size", type=click.IntRange(min=16, max=4096), default=512, show_default=True, help="Height of each view (pixels).")
+@click.option("--format", "fmt", type=click.Choice(RENDER_FORMATS), default="mp4", show_default=True,
+              help="mp4 (H.264) or gif: a turntable; png: one sheet of the views.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="File to write (default RUN/render.FORMAT).")
+@_user_errors
+def render(run, views, size, fmt, output):
+    """Render RUN's asset turning: a lit view beside a normals view."""
+    from .turntable import render_run
+
+    path = render_run(run, views=views, size=size, format=fmt, output=output)
+    click.echo(f"rendered: {path}")
 
 
 def main() -> None:

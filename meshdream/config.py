@@ -1,8 +1,12 @@
 """Plain dataclass configs, loaded from YAML with strict key checking.
 
-Every stage owns one dataclass (``CoarseConfig`` in ``meshdream.coarse`` …). Its defaults are the
-truth; ``configs/*.yaml`` are presets that override some of them. Unknown keys and values of the
-wrong type are errors that name the key and list what is allowed.
+Every stage owns one dataclass (``CoarseConfig`` in ``meshdream.pipeline.coarse`` …). Its defaults are
+the truth; on top of them, in this order: a named preset shipped in the package
+(``meshdream/presets/NAME.yaml``, one section per stage, ``extends: OTHER`` to start from another
+preset), a YAML file (``--config``; it may ``extends:`` a preset or another file), then dotted
+``key=value`` overrides from the command line (``guidance.guidance_scale=50``; values are YAML, so
+``50`` is a number, ``[1, 1, 1]`` a list, ``null`` None). Unknown keys and values of the wrong type are
+errors that name the key and list what is allowed.
 
 This is the one place values are validated, whether they come from YAML, the CLI or the Python API:
 numbers must be finite, and a field declared with :func:`bounded` must lie in its range (the CLI's
@@ -13,9 +17,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
-from typing import Any, Mapping, Type, TypeVar
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Type, TypeVar, Union
 
 import yaml
 
@@ -198,11 +204,179 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+PRESETS = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in the package (``meshdream/presets/NAME.yaml``)."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def section_of(cls: type) -> str:
+    """The preset section a stage config reads (its ``preset_section`` class attribute)."""
+    section = getattr(cls, "preset_section", None)
+    if section is None:
+        raise TypeError(f"{cls.__name__} has no preset_section; presets cannot configure it")
+    return section
+
+
+def _deep_merge(base: dict, top: Mapping) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, Mapping) else value
+    return out
+
+
+def _extends(value: Any, section: Optional[str], here: Path, seen: tuple) -> dict:
+    """What an ``extends:`` line names: a preset (its ``section``) or a YAML file relative to ``here``."""
+    if not isinstance(value, str) or not value:
+        raise UserInputError(f"extends: expected a preset name or a YAML file, got {value!r}")
+    if value.endswith((".yaml", ".yml")) or os.sep in value or "/" in value:
+        return read_config_file(here / value, section, seen)
+    return preset_data(value, section, seen)
+
+
+def preset_data(name: str, section: Optional[str] = None, _seen: tuple = ()) -> dict:
+    """The mapping preset ``name`` gives (with what it extends), or only its ``section`` (e.g. "coarse")."""
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        raise UserInputError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+    if path in _seen:
+        raise UserInputError(f"preset {name!r} extends itself (through {' -> '.join(p.stem for p in _seen)})")
+    data = load_yaml(path)
+    base = _extends(data.pop("extends"), None, path.parent, _seen + (path,)) if "extends" in data else {}
+    data = _deep_merge(base, data)
+    if section is None:
+        return data
+    part = data.get(section) or {}
+    if not isinstance(part, dict):
+        raise UserInputError(f"preset {name!r}: section {section!r} must be a mapping")
+    return part
+
+
+def read_config_file(path: str | os.PathLike, section: Optional[str] = None, _seen: tuple = ()) -> dict:
+    """A stage's YAML config file as a mapping, with what its ``extends:`` names underneath."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise UserInputError(f"config file {str(path)!r} extends itself")
+    data = load_yaml(path)
+    if "extends" not in data:
+        return data
+    base = _extends(data.pop("extends"), section, path.parent, _seen + (path.resolve(),))
+    return _deep_merge(base, data)
+
+
+_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(.*)$", re.S)
+
+
+def split_override(text: str) -> tuple[str, str] | None:
+    """("a.b", "value") for an override-shaped string ``a.b=value`` (``=`` before any space), else None."""
+    m = _OVERRIDE.match(text)
+    if m is None or " " in text[:m.end(1)]:
+        return None
+    return m.group(1), m.group(2)
+
+
+def parse_overrides(items: Union[Sequence[str], Mapping[str, Any], None]) -> dict:
+    """Nested overrides from ``["guidance.guidance_scale=50", ...]`` (values parsed as YAML) or from a
+    mapping with dotted or nested keys. A malformed item is a UserInputError that shows the form."""
+    import yaml
+
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        pairs = list(items.items())
+    else:
+        if isinstance(items, str):
+            items = [items]
+        pairs = []
+        for item in items:
+            kv = split_override(item)
+            if kv is None:
+                raise UserInputError(f"unexpected argument {item!r}: settings after the options are KEY=VALUE with a dotted "
+                                     "config key, e.g. iters=100 guidance.guidance_scale=50 (quote a prompt that has spaces)")
+            key, raw = kv
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError:
+                value = raw  # not YAML: the plain string
+            pairs.append((key, value))
+    nested: dict = {}
+    for key, value in pairs:
+        parts = str(key).split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserInputError(f"override {key!r} conflicts with another override of {part!r}")
+        if isinstance(value, Mapping) and isinstance(node.get(parts[-1]), dict):
+            value = _deep_merge(node[parts[-1]], value)
+        node[parts[-1]] = value
+    return nested
+
+
+def route_overrides(items: Union[Sequence[str], Mapping[str, Any], None], stages: Mapping[str, type]) -> dict[str, dict]:
+    """Split overrides between stages (``{"coarse": CoarseConfig, "refine": RefineConfig}``): ``coarse.KEY=V``
+    goes to that stage only, a plain ``KEY=V`` to every stage whose config has the top-level key ``KEY``.
+    A key no stage has is a UserInputError listing the allowed ones."""
+    nested = parse_overrides(items)
+    out: dict[str, dict] = {name: {} for name in stages}
+    for key, value in nested.items():
+        if key in stages:
+            if not isinstance(value, Mapping):
+                raise UserInputError(f"override {key}={value!r}: give a key of the {key} stage, e.g. {key}.iters=100")
+            out[key] = _deep_merge(out[key], value)
+            continue
+        owners = [name for name, cls in stages.items() if key in _field_types(cls)]
+        if not owners:
+            allowed = sorted(set().union(*(_field_types(cls) for cls in stages.values())))
+            raise UserInputError(f"unknown config key {key}; allowed keys: {', '.join(allowed)} "
+                                 f"(prefix one stage's with {' or '.join(n + '.' for n in stages)})")
+        for name in owners:
+            out[name] = _deep_merge(out[name], {key: value})
+    return out
+
+
+def config_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of dataclass ``cls`` (nested dataclasses expanded), e.g. ``guidance.guidance_scale``."""
+    out = []
+    for name, tp in _field_types(cls).items():
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or ([tp] if dataclasses.is_dataclass(tp) else [])
+        if inner:
+            out += config_keys(inner[0], f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def build_config(cls: Type[T], config: Any = None, preset: Optional[str] = None,
+                 overrides: Union[Sequence[str], Mapping[str, Any], None] = None) -> Optional[T]:
+    """``cls`` defaults < preset ``preset`` (its section for ``cls``) < ``config`` (a YAML path, or a dataclass
+    instance that replaces both) < dotted ``overrides``; None when none of them is given (the caller's default)."""
+    if config is None and preset is None and not overrides:
+        return None
+    if isinstance(config, cls):
+        if preset is not None:
+            raise UserInputError("give either a config object or a preset, not both")
+        cfg = config
+    elif config is not None and not isinstance(config, (str, os.PathLike)):
+        raise UserInputError(f"config must be a {cls.__name__}, a YAML path or None, got {type(config).__name__}")
+    else:
+        section = section_of(cls)
+        cfg = cls()
+        if preset is not None:
+            cfg = merge(cfg, preset_data(preset, section), where="")
+        if config is not None:
+            cfg = merge(cfg, read_config_file(config, section))
+    return merge(cfg, parse_overrides(overrides))
+
+
 def load_config(cls: Type[T], path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> T:
-    """Defaults of ``cls``, then the YAML file at ``path`` (if any), then ``overrides`` (None values skipped)."""
+    """Defaults of ``cls``, then the YAML file at ``path`` (if any, with what it ``extends:``), then ``overrides``
+    (None values skipped)."""
     config = cls()
     if path is not None:
-        config = merge(config, load_yaml(path))
+        config = merge(config, read_config_file(path, getattr(cls, "preset_section", None)))
     if overrides:
         config = merge(config, {k: v for k, v in overrides.items() if v is not None})
     return config

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -286,3 +287,16 @@ def write_prompt(run: RunDir, info: dict) -> None:
 def is_run(root: Path) -> bool:
     """A RUN folder: marked, or (made before the marker existed) holding a stage folder."""
     return (root / MARKER).is_file() or any((root / name / "config.yaml").is_file() for name in _STAGE_FOLDERS[:2])
+
+
+@contextlib.contextmanager
+def removed_on_usage_error(*paths: str | os.PathLike):
+    """Remove those of ``paths`` that did not exist before when a UserInputError escapes the block, so a
+    command refused for bad input leaves no empty or partial RUN (or stage) folder behind."""
+    new = [Path(p) for p in paths if not os.path.lexists(p)]
+    try:
+        yield
+    except UserInputError:
+        for p in new:
+            shutil.rmtree(p, ignore_errors=True)
+        raise

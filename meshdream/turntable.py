@@ -1,54 +1,165 @@
-"""A turntable GIF of a RUN's textured mesh."""
+"""Turntables of a RUN's asset: a GIF and an H.264 MP4 (lit view beside a normals view), and a PNG sheet.
+
+The lit view shades the texture with a key light above and to the left of the camera (so the shape
+reads, unlike a light at the eye) plus ambient; the normals view shows world-space normals as colours
+(x, y, z -> r, g, b), which shows the geometry whatever the texture.
+"""
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import raster as dr
-from .cameras import turntable_cameras
+from .asset import Asset, load_asset, normals_of
+from .cameras import Cameras, turntable_cameras
 from .checkpoint import atomic_write_bytes
-from .mesh_render import render_mesh
+from .errors import UserInputError
+from .run import RunDir
+
+RENDER_FORMATS = ("mp4", "gif", "png")
+DEFAULT_VIEWS = {"mp4": 100, "gif": 24, "png": 8}
+MP4_FPS = 20  # 100 frames: a 5 s turn
+
+
+def _texture_of(asset: Asset) -> tuple[np.ndarray, np.ndarray]:
+    """uvs [V, 2] and texture [T, T, 3] float in texel-row order (v up) for the rasteriser."""
+    if asset.uvs is None:  # coarse mesh: its mean vertex colour as a 1-texel texture
+        return np.zeros((len(asset.vertices), 2), np.float32), np.full((1, 1, 3), asset.colours.mean(0) / 255.0, np.float32)
+    return asset.uvs, asset.texture[::-1].astype(np.float32) / 255.0  # PNG rows -> texel rows (v up)
+
+
+def _key_lights(cams: Cameras) -> torch.Tensor:
+    """[B, 3] a light up and to the left of each camera, twice as far from the object."""
+    c2w = cams.c2w
+    right, up, back = c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2]
+    direction = back + 0.8 * up - 0.6 * right
+    return direction / direction.norm(dim=-1, keepdim=True) * cams.distance[:, None] * 2
 
 
 @torch.no_grad()
-def render_turntable(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture: np.ndarray, frames: int = 24,
-                     resolution: int = 160, elevation: float = 15.0, distance: float = 2.5) -> np.ndarray:
-    """Frames [N, H, W, 3] uint8 of the mesh turning once; texture [T, T, 3] in [0, 1] with row r <-> v = (r + 0.5) / T."""
+def render_views(asset: Asset, cams: Cameras, size: int, batch: int = 8, ambient: float = 0.35,
+                 diffuse: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+    """Lit views and normals views of ``asset``, both [N, size, size, 3] uint8 (row 0 = top), on white.
+    One rasterisation per view serves both (positions, normals and UVs interpolated together)."""
+    from .shading import shade
+
     ctx = dr.get_context("cpu")
-    cams = turntable_cameras(frames, elevation_deg=elevation, distance=distance)
-    v, f, uv = (torch.from_numpy(np.ascontiguousarray(a)) for a in (vertices.astype(np.float32), faces.astype(np.int64),
-                                                                     uvs.astype(np.float32)))
-    tex = torch.from_numpy(np.ascontiguousarray(texture, dtype=np.float32))
+    uvs, texture = _texture_of(asset)
+    v = torch.from_numpy(np.ascontiguousarray(asset.vertices, np.float32))
+    tri = torch.from_numpy(np.ascontiguousarray(asset.faces, np.int32))
+    attrs = torch.cat([v, torch.from_numpy(normals_of(asset)), torch.from_numpy(np.ascontiguousarray(uvs, np.float32))], -1)
+    tex = torch.from_numpy(np.ascontiguousarray(texture, np.float32)).unsqueeze(0)
+    hom = torch.cat([v, torch.ones_like(v[:, :1])], dim=-1)  # [V, 4]
+    lights = _key_lights(cams)
     out = []
-    for i in range(0, frames, 8):
-        images, _ = render_mesh(ctx, v, f, uv, tex, cams[i:i + 8], resolution, "lambertian")
-        out.append((images.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
-    return np.concatenate(out)
+    for i in range(0, len(cams), batch):
+        c = cams[i:i + batch]
+        pos = torch.einsum("bij,vj->bvi", c.mvp(), hom).contiguous()  # [B, V, 4]
+        rast, _ = dr.rasterize(ctx, pos, tri, (size, size))
+        interp, _ = dr.interpolate(attrs.unsqueeze(0).contiguous(), rast, tri)
+        p, n, uv = interp[..., :3], interp[..., 3:6], interp[..., 6:8].contiguous()
+        n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        albedo = dr.texture(tex, uv, filter_mode="linear", boundary_mode="clamp")
+        lit = shade(albedo, n, p, lights[i:i + batch].view(-1, 1, 1, 3), "lambertian", ambient, diffuse)
+        mask = (rast[..., 3:4] > 0).float()
+        colour = torch.cat([lit, n * 0.5 + 0.5], -1) * mask + (1 - mask)  # white background
+        colour = dr.antialias(colour.contiguous(), rast, pos, tri)
+        out.append(torch.flip(colour, dims=[1]))  # rasterised rows start at the bottom
+    both = (torch.cat(out).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    return both[..., :3], both[..., 3:]
 
 
-def save_gif(frames: np.ndarray, path: Path, fps: int = 12) -> None:
+def turntable_frames(asset: Asset, views: int, size: int, elevation: float = 15.0, distance: float = 2.5) -> np.ndarray:
+    """Frames [N, size, 2 * size, 3] uint8 of the asset turning once: lit view | normals view."""
+    lit, normals = render_views(asset, turntable_cameras(views, elevation_deg=elevation, distance=distance), size)
+    return np.concatenate([lit, normals], axis=2)
+
+
+def gif_bytes(frames: np.ndarray, fps: int = 12) -> bytes:
     import imageio.v3 as iio
 
     buf = io.BytesIO()
     iio.imwrite(buf, frames, extension=".gif", duration=int(1000 / fps), loop=0)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
-def turntable_of_run(run_dir, path: Path | None = None, **kwargs) -> Path:
-    """Render RUN's refined mesh (or its coarse mesh) turning, saved as RUN/turntable.gif."""
-    from .asset import load_asset
+def mp4_bytes(frames: np.ndarray, fps: int = MP4_FPS) -> bytes:
+    """H.264 (yuv420p, plays everywhere) through the ffmpeg binary imageio-ffmpeg ships. frames [N, H, W, 3] uint8,
+    H and W even."""
+    import imageio_ffmpeg
 
+    h, w = frames.shape[1:3]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "turntable.mp4")
+        writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=8,
+                                             macro_block_size=2, ffmpeg_log_level="error",
+                                             output_params=["-movflags", "+faststart"])
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        return Path(path).read_bytes()
+
+
+def png_sheet(frames: np.ndarray) -> bytes:
+    """All frames [N, H, W', 3] stacked top to bottom in one PNG."""
+    from .asset import png_bytes
+
+    return png_bytes(np.concatenate(list(frames), axis=0))
+
+
+def encode(frames: np.ndarray, format: str) -> bytes:
+    if format == "mp4":
+        return mp4_bytes(frames)
+    if format == "gif":
+        return gif_bytes(frames)
+    if format == "png":
+        return png_sheet(frames)
+    raise UserInputError(f"unknown render format {format!r}; choose one of {', '.join(RENDER_FORMATS)}")
+
+
+def render_run(run: str | os.PathLike, *, views: int | None = None, size: int = 512, format: str = "mp4",
+               output: str | os.PathLike | None = None) -> Path:
+    """Render RUN's asset (refined, else coarse) turning: lit | normals. Returns the file (default RUN/render.FORMAT)."""
+    if format not in RENDER_FORMATS:
+        raise UserInputError(f"unknown render format {format!r}; choose one of {', '.join(RENDER_FORMATS)}")
+    if views is not None and views < 1:
+        raise UserInputError(f"--views {views}: give at least 1 view")
+    if not 16 <= size <= 4096:
+        raise UserInputError(f"--size {size} is out of range; use 16 to 4096")
+    run_dir = RunDir.existing(run)
+    path = Path(output) if output is not None else run_dir.root / f"render.{format}"
+    if path.is_dir():
+        raise UserInputError(f"--output {str(path)!r} is a folder; give a file name such as render.{format}")
     asset = load_asset(run_dir)
-    if asset.uvs is None:  # coarse mesh: a 1-texel-per-vertex stand-in is not worth it; use vertex colours as texture
-        uvs = np.zeros((len(asset.vertices), 2), np.float32)
-        texture = np.full((1, 1, 3), asset.colours.mean(0) / 255.0, np.float32)
-    else:
-        uvs = asset.uvs
-        texture = asset.texture[::-1].astype(np.float32) / 255.0  # PNG rows -> texel rows (v up)
-    frames = render_turntable(asset.vertices, asset.faces, uvs, texture, **kwargs)
-    target = path or run_dir.turntable
-    save_gif(frames, target)
-    return target
+    size += size % 2  # H.264 wants even sizes
+    frames = turntable_frames(asset, views or DEFAULT_VIEWS[format], size)
+    data = encode(frames, format)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserInputError(f"cannot create the output folder {str(path.parent)!r}: {e.strerror or e}") from None
+    atomic_write_bytes(path, data)
+    return path
+
+
+GIF_VIEWS, GIF_SIZE = 24, 160  # a small preview
+VIDEO_SIZE = 512
+
+
+def turntable_of_run(run_dir: RunDir, *, video: bool = True) -> list[Path]:
+    """RUN/turntable.gif (GIF_SIZE px, GIF_VIEWS frames) and RUN/turntable.mp4 (VIDEO_SIZE px, 5 s at 20 fps),
+    both lit | normals."""
+    asset = load_asset(run_dir)
+    atomic_write_bytes(run_dir.turntable, gif_bytes(turntable_frames(asset, GIF_VIEWS, GIF_SIZE)))
+    written = [run_dir.turntable]
+    if video:
+        mp4 = run_dir.root / "turntable.mp4"
+        atomic_write_bytes(mp4, mp4_bytes(turntable_frames(asset, DEFAULT_VIEWS["mp4"], VIDEO_SIZE)))
+        written.append(mp4)
+    return written

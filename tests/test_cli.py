@@ -45,3 +45,60 @@ def test_cuda_without_device_is_usage_error():
 def test_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "meshdream", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and __version__ in out.stdout
+
+
+def _all_commands():
+    return [cli] + list(cli.commands.values())
+
+
+def test_every_option_has_help_and_main_help_shows_an_example():
+    for cmd in _all_commands():
+        for p in cmd.params:
+            if hasattr(p, "help") and p.param_type_name == "option":
+                assert p.help, f"{cmd.name} {p.opts} has no help text"
+    r = CliRunner().invoke(cli, ["--help"])
+    examples = [line for line in r.output.splitlines() if line.strip().startswith("meshdream ")]
+    assert len(examples) == 3 and any("generate" in e for e in examples)
+
+
+def test_prompt_that_looks_like_an_override_is_a_usage_error(tmp_path):
+    for prompt in ("system.prompt_processor.prompt=a red cube", "iters=10"):
+        r = CliRunner().invoke(cli, ["generate", prompt, "--out", str(tmp_path / "x")])
+        assert r.exit_code == 2 and "looks like" in r.output and 'meshdream generate "a red cube"' in r.output, r.output
+        assert not (tmp_path / "x").exists()
+    r = CliRunner().invoke(cli, ["coarse", "iters=10", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "the setting iters" in r.output
+
+
+def test_bad_overrides_are_usage_errors_and_leave_no_run(tmp_path):
+    out = tmp_path / "run"
+    for args, message in ((["guidance.scale=5"], "allowed keys in guidance"), (["iters=many"], "expected an integer"),
+                          (["stray"], "KEY=VALUE"), (["wings=2"], "unknown config key wings")):
+        for cmd in ("coarse", "generate"):
+            r = CliRunner().invoke(cli, [cmd, "a red cube", "--out", str(out), "--quiet", *args])
+            assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (cmd, args, r.output)
+            assert not out.exists()
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(out), "--preset", "xl"])
+    assert r.exit_code == 2 and "'xl' is not one of" in r.output and "sd" in r.output
+
+
+def test_unloadable_model_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(out), "--guidance", str(tmp_path / "no-such-model"), "--quiet"])
+    assert r.exit_code == 2 and not out.exists(), r.output
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(out), "--guidance", str(tmp_path / "no-such-model"), "--quiet"])
+    assert r.exit_code == 2 and (out / "keep.txt").read_text() == "mine" and not (out / "coarse").exists()
+
+
+def test_overrides_after_the_options_are_recorded_in_the_run(tmp_path, tiny_configs):
+    import yaml
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(out), "--config", tiny_configs["coarse"], "--quiet",
+                                 "iters=3", "guidance.guidance_scale=7.5", "nerf.hidden=8"])
+    assert r.exit_code == 0, r.output
+    saved = yaml.safe_load((out / "coarse" / "config.yaml").read_text())
+    assert saved["iters"] == 3 and saved["guidance"]["guidance_scale"] == 7.5 and saved["nerf"]["hidden"] == 8
+    assert saved["resolution"] == 16  # the config file's value is kept underneath

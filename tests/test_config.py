@@ -116,3 +116,59 @@ def test_cli_ranges_are_the_config_ranges():
                                        ("generate", "refine_iters", RefineConfig, "iters")]:
         ge, gt, le = limits_of(cls, name)
         assert gt is None and cli_range(command, option) == (ge, le), (command, option)
+
+# ---- presets, extends and KEY=VALUE overrides --------------------------------------------------
+
+from meshdream.config import build_config, config_keys, parse_overrides, preset_data, preset_names, route_overrides  # noqa: E402
+from meshdream.pipeline.coarse import CoarseConfig  # noqa: E402
+from meshdream.pipeline.refine import RefineConfig  # noqa: E402
+
+
+def test_presets_are_shipped_and_if_extends_sd():
+    assert {"sd", "if"} <= set(preset_names())
+    sd, if_ = preset_data("sd", "coarse"), preset_data("if", "coarse")
+    assert if_["guidance"]["name"] == "deepfloyd-if" and sd["guidance"]["name"] == "stable-diffusion"
+    assert if_["nerf"] == sd["nerf"] and if_["iters"] == sd["iters"]  # inherited, not repeated
+    assert preset_data("if", "refine") == preset_data("sd", "refine")
+    cfg = build_config(CoarseConfig, preset="if")
+    assert cfg.guidance.name == "deepfloyd-if" and cfg.nerf.hash_grid.levels == 16 and cfg.guidance.guidance_scale == 20.0
+    with pytest.raises(UserInputError, match="unknown preset 'xl'; choose one of .*sd"):
+        build_config(CoarseConfig, preset="xl")
+
+
+def test_config_file_can_extend_a_preset_or_a_file(tmp_path):
+    (tmp_path / "base.yaml").write_text("extends: sd\niters: 7\n")
+    (tmp_path / "mine.yaml").write_text("extends: base.yaml\nlr: 0.02\n")
+    cfg = load_config(CoarseConfig, tmp_path / "mine.yaml")
+    assert (cfg.iters, cfg.lr, cfg.guidance.name, cfg.resolution) == (7, 0.02, "stable-diffusion", 64)
+    assert load_config(RefineConfig, tmp_path / "base.yaml").resolution == 512  # the refine section of sd
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(UserInputError, match="extends itself"):
+        load_config(CoarseConfig, tmp_path / "loop.yaml")
+
+
+def test_dotted_overrides_are_typed_and_checked():
+    assert parse_overrides(["iters=10", "guidance.guidance_scale=50", "background=[0, 0, 0]", "resolution=null",
+                            "guidance.name=stable-diffusion"]) == {
+        "iters": 10, "guidance": {"guidance_scale": 50, "name": "stable-diffusion"}, "background": [0, 0, 0], "resolution": None}
+    cfg = build_config(CoarseConfig, None, "sd", ["iters=10", "nerf.hash_grid.levels=8", "resolution=null"])
+    assert cfg.iters == 10 and cfg.nerf.hash_grid.levels == 8 and cfg.resolution is None and cfg.guidance.guidance_scale == 100.0
+    assert isinstance(build_config(CoarseConfig, overrides=["lr=1"]).lr, float)
+    with pytest.raises(UserInputError, match=r"unknown config key guidance\.scale; allowed keys in guidance: .*guidance_scale"):
+        build_config(CoarseConfig, overrides=["guidance.scale=5"])
+    with pytest.raises(UserInputError, match="unknown config key nerf_levels; allowed keys: .*iters"):
+        build_config(CoarseConfig, overrides=["nerf_levels=5"])
+    with pytest.raises(UserInputError, match="iters: expected an integer, got 'many'"):
+        build_config(CoarseConfig, overrides=["iters=many"])
+    with pytest.raises(UserInputError, match="KEY=VALUE"):
+        parse_overrides(["iters"])
+    assert build_config(CoarseConfig) is None
+
+
+def test_generate_routes_overrides_to_the_stages_that_have_them():
+    routed = route_overrides(["iters=5", "coarse.lr=0.1", "refine.texture_size=64", "nerf.hidden=8"],
+                             {"coarse": CoarseConfig, "refine": RefineConfig})
+    assert routed == {"coarse": {"iters": 5, "lr": 0.1, "nerf": {"hidden": 8}}, "refine": {"iters": 5, "texture_size": 64}}
+    with pytest.raises(UserInputError, match="unknown config key wings; allowed keys: .*texture_size"):
+        route_overrides(["wings=2"], {"coarse": CoarseConfig, "refine": RefineConfig})
+    assert "guidance.guidance_scale" in config_keys(CoarseConfig) and "nerf.hash_grid.levels" in config_keys(CoarseConfig)

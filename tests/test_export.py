@@ -132,3 +132,18 @@ def test_errors(tmp_path):
     assert r.exit_code == 2 and "is a directory" in r.output
     with pytest.raises(UserInputError, match="is a folder"):
         export(run, output=run)
+
+
+def test_decimated_glb_with_a_normal_map_validates_clean(tmp_path, gltf_validator):
+    run = textured_run(tmp_path)
+    path = export(run, format="glb", faces=120, normal_map=True)
+    report = gltf_validator(path)
+    assert (report["numErrors"], report["numWarnings"], report["numInfos"], report["numHints"]) == (0, 0, 0, 0), report["messages"]
+    back = trimesh.load(path, process=False, force="mesh")
+    assert len(back.faces) <= 120 and back.visual.material.normalTexture is not None
+    nmap = np.asarray(back.visual.material.normalTexture.convert("RGB"))
+    assert nmap.shape[:2] == (64, 64) and np.median(nmap[..., 2]) > 200  # mostly unperturbed: both are spheres
+    r = CliRunner().invoke(cli, ["export", str(run), "--normal-map"])
+    assert r.exit_code == 2 and "needs --faces" in r.output
+    r = CliRunner().invoke(cli, ["export", str(run), "--faces", "100", "--normal-map", "--format", "ply"])
+    assert r.exit_code == 2 and "GLB / glTF" in r.output

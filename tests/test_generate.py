@@ -14,7 +14,12 @@ def test_python_api_exports_the_stage_functions():
     assert coarse.__module__ == "meshdream.pipeline.coarse" and meshdream.__version__
 
 
-def test_generate_cli_makes_a_textured_glb_and_turntable(tmp_path, tiny_configs):
+def test_generate_cli_makes_a_textured_glb_and_turntable(tmp_path, tiny_configs, monkeypatch):
+    from meshdream import turntable
+
+    # the real turntable path, at a test's size: 8 frames of 64 px instead of 100 of 512 (checked in test_turntable)
+    monkeypatch.setattr(turntable, "VIDEO_SIZE", 64)
+    monkeypatch.setitem(turntable.DEFAULT_VIEWS, "mp4", 8)
     out = tmp_path / "run"
     r = CliRunner().invoke(cli, ["generate", "a red cube", "--out", str(out), "--coarse-config", tiny_configs["coarse"],
                                  "--refine-config", tiny_configs["refine"], "--quiet"])
@@ -30,15 +35,20 @@ def test_generate_cli_makes_a_textured_glb_and_turntable(tmp_path, tiny_configs)
         gif.seek(i)
         frames.append(np.asarray(gif.convert("RGB"), dtype=float))
     assert np.abs(frames[0] - frames[1]).mean() > 0 or frames[0].std() > 0  # something is drawn
+    import imageio_ffmpeg
+
+    meta = next(imageio_ffmpeg.read_frames(str(out / "turntable.mp4")))
+    assert meta["codec"].startswith("h264") and tuple(meta["size"]) == (128, 64)
 
 
 def test_generate_resume_skips_finished_stages(tmp_path, tiny_configs):
     from meshdream.pipeline.generate import generate
 
     out = tmp_path / "run"
-    generate("a red cube", out, coarse_config=tiny_configs["coarse"], refine_config=tiny_configs["refine"], progress=False)
+    generate("a red cube", out, coarse_config=tiny_configs["coarse"], refine_config=tiny_configs["refine"], progress=False,
+             video=False)
     before = (out / "coarse" / "mesh.ply").stat().st_mtime_ns, (out / "refine" / "mesh.obj").stat().st_mtime_ns
-    path = generate("a red cube", out, resume=True, format="ply", progress=False)
+    path = generate("a red cube", out, resume=True, format="ply", progress=False, video=False)
     assert path.suffix == ".ply" and path.is_file()
     after = (out / "coarse" / "mesh.ply").stat().st_mtime_ns, (out / "refine" / "mesh.obj").stat().st_mtime_ns
     assert before == after

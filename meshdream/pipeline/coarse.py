@@ -9,13 +9,13 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import ClassVar, Optional, Tuple
 
 import torch
 
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
 from ..checkpoint import save_checkpoint
-from ..config import SEED_MAX, bounded
+from ..config import SEED_MAX, bounded, build_config
 from ..device import resolve_device
 from ..errors import MeshdreamError, UserInputError
 from ..guidance import GuidanceConfig, load_guidance
@@ -47,7 +47,9 @@ class OccupancyConfig:
 
 @dataclass
 class CoarseConfig:
-    """Defaults: the embedded prior on a CPU (configs/coarse.yaml). GPU presets: configs/coarse-sd.yaml, coarse-if.yaml."""
+    """Defaults: the embedded prior on a CPU (written out in configs/coarse.yaml). GPU presets: ``--preset sd``, ``--preset if``."""
+
+    preset_section: ClassVar[str] = "coarse"  # its section in meshdream/presets/*.yaml
 
     iters: int = bounded(400, ge=1)
     seed: int = bounded(0, ge=0, le=SEED_MAX)
@@ -150,13 +152,17 @@ def _open_run(prompt, out, **_) -> RunDir:
 @device_errors("coarse")
 def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
            seed: int | None = None, device: str | None = None, resume: bool = False, negative_prompt: str | None = None,
-           progress: bool = True) -> Path:
+           progress: bool = True, preset: str | None = None, overrides=None) -> Path:
     """Optimise a NeRF for ``prompt`` by SDS and extract its mesh. Returns RUN/coarse/mesh.ply.
+
+    Config: defaults < ``preset`` < ``config`` (YAML path or CoarseConfig) < ``overrides`` (``["key=value", ...]``
+    or a mapping of dotted keys) < the named options (iters, seed, guidance).
 
     A run whose field fills the frame (the SDS collapse) starts over with the next seed, up to
     ``restarts`` times, and says so; after that it stops with what happened and what to change.
     With ``resume``, continues RUN's coarse checkpoint (see :mod:`meshdream.resume` for which settings
     may change on a resume)."""
+    config = build_config(CoarseConfig, config, preset, overrides) or config
     seeds = []
     while True:
         try:

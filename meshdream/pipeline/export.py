@@ -74,8 +74,16 @@ def check_stages(run: RunDir) -> None:
 
 @locks_run("export", lambda run, **_: RunDir.existing(run), read_only_ok=True)
 def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.PathLike | None = None, faces: int | None = None,
-           texture_size: int | None = None) -> Path:
-    """Write RUN's asset in ``format``; returns the main file's path (default RUN/export/model.FORMAT)."""
+           texture_size: int | None = None, normal_map: bool = False) -> Path:
+    """Write RUN's asset in ``format``; returns the main file's path (default RUN/export/model.FORMAT).
+
+    ``faces`` decimates the mesh (and re-bakes its texture); with ``normal_map`` the refined mesh's normals are
+    baked into a tangent-space normal map of the decimated one (GLB / glTF ``normalTexture``), so the detail
+    the faces lose still shades."""
+    if normal_map and faces is None:
+        raise UserInputError("--normal-map needs --faces N: the map carries the full mesh's detail onto a decimated one")
+    if normal_map and format not in ("glb", "gltf"):
+        raise UserInputError(f"--normal-map is written into GLB / glTF materials; {format!r} has no place for it")
     if format not in FORMATS:
         raise UserInputError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if faces is not None and faces < 4:
@@ -93,8 +101,18 @@ def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.Path
         raise UserInputError(f"cannot write to the output folder {str(path.parent)!r}: {e.strerror or e}") from None
     check_stages(run_dir)
     asset = load_asset(run_dir)
+    if normal_map and asset.uvs is None:
+        raise UserInputError(f"--normal-map needs a refined (textured) mesh; run `meshdream refine {run_dir.root}` first")
+    full = asset
     if faces is not None:
         asset = decimate(asset, faces)
+    if normal_map and asset is not full:
+        from ..asset import normals_of
+        from ..normal_map import bake_normal_map
+
+        asset.normals = normals_of(asset)
+        asset.normal_map = bake_normal_map(full.vertices, full.faces, normals_of(full), asset.vertices, asset.faces, asset.uvs,
+                                           asset.normals, texture_size or asset.texture.shape[0])
     if texture_size is not None and asset.texture is not None:
         asset.texture = resize_texture(asset.texture, texture_size)
     write_asset(asset, path, format)

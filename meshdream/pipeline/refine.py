@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import ClassVar, Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from .. import raster as dr
 from ..asset import WRITERS, Asset, check_mesh, write_files
 from ..bake import bake_texture, bake_vertex_colours
 from ..cameras import CameraConfig, sample_cameras, turntable_cameras
-from ..config import SEED_MAX, bounded
+from ..config import SEED_MAX, bounded, build_config
 from ..device import resolve_device
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
@@ -36,7 +36,9 @@ from ..uv import unwrap
 
 @dataclass
 class RefineConfig:
-    """Defaults: the embedded prior on a CPU (configs/refine.yaml); configs/refine-sd.yaml for SD on a GPU."""
+    """Defaults: the embedded prior on a CPU (written out in configs/refine.yaml); ``--preset sd`` for SD on a GPU."""
+
+    preset_section: ClassVar[str] = "refine"  # its section in meshdream/presets/*.yaml
 
     iters: int = bounded(200, ge=1)
     seed: int = bounded(0, ge=0, le=SEED_MAX)
@@ -129,11 +131,13 @@ def save_textured_obj(path: Path, vertices: np.ndarray, faces: np.ndarray, uvs: 
 @device_errors("refine")
 def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
            texture_size: int | None = None, seed: int | None = None, device: str | None = None, resume: bool = False,
-           progress: bool = True) -> Path:
+           progress: bool = True, negative_prompt: str | None = None, preset: str | None = None, overrides=None) -> Path:
     """Refine RUN's coarse mesh and texture by SDS. Returns RUN/refine/mesh.obj.
 
-    With ``resume``, continues RUN's refine checkpoint (see :mod:`meshdream.stage_loop` for which options
-    a resume honours)."""
+    Config as for :func:`meshdream.pipeline.coarse.coarse`. ``negative_prompt`` replaces the one the coarse
+    stage used (default: the same). With ``resume``, continues RUN's refine checkpoint (see :mod:`meshdream.stage_loop`
+    for which options a resume honours)."""
+    config = build_config(RefineConfig, config, preset, overrides) or config
     run_dir = RunDir.existing(run)
     info = read_prompt(run_dir)
     if (run_dir.coarse / RECORD).is_file():
@@ -165,7 +169,11 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
     mark_started(stage, "refine")
 
     guide = load_guidance(cfg.guidance, dev)
-    embeddings = guide.encode_prompt(info["prompt"], info.get("negative_prompt") or None)
+    if saved is not None and "negative_prompt" in saved:  # a resumed run keeps its own
+        negative_prompt = saved["negative_prompt"]
+    elif negative_prompt is None:
+        negative_prompt = info.get("negative_prompt") or ""
+    embeddings = guide.encode_prompt(info["prompt"], negative_prompt or None)
     resolution = (cfg.resolution or guide.resolution) * cfg.supersample
 
     g = seeded_generator(cfg.seed)
@@ -186,7 +194,7 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
             optimizer.load_state_dict(saved["optimizer"])
         for group, lr in zip(optimizer.param_groups, (cfg.lr_texture, cfg.lr_vertices)):  # lrs may change on --resume
             group["lr"] = lr
-    loop = StageLoop("refine", stage, cfg, g, progress=progress, meta={"upstream": {"coarse": coarse_fingerprint}},
+    loop = StageLoop("refine", stage, cfg, g, progress=progress, meta={"upstream": {"coarse": coarse_fingerprint}, "negative_prompt": negative_prompt},
                      state=lambda: {"mesh": _state_dict(state), "offsets": offsets.detach().cpu(),
                                     "texture_logits": tex_logits.detach().cpu(), "optimizer": optimizer.state_dict()})
     loop.restore(saved)
@@ -234,7 +242,7 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
     save_textured_obj(run_dir.refined_mesh, verts.cpu().numpy(), state.faces.cpu().numpy(), state.uvs.cpu().numpy(),
                       tex.cpu().numpy(), texture_file=run_dir.refined_texture.name)
     loop.finish()
-    write_record(stage, "refine", prompt=info["prompt"], negative_prompt=info.get("negative_prompt") or "", config=cfg,
+    write_record(stage, "refine", prompt=info["prompt"], negative_prompt=negative_prompt or "", config=cfg,
                  upstream={"coarse": coarse_fingerprint},
                  outputs=[p for p in (run_dir.refined_mesh, run_dir.refined_material, run_dir.refined_texture) if p.is_file()])
     if progress:
