@@ -64,7 +64,7 @@ setup(
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["meshdream", "meshdream.*"]),
-    package_data={"meshdream": ["guidance/embedded_prior/**/*", "guidance/embedded_prior/*", "gallery_assets/*"]},
+    package_data={"meshdream": ["guidance/embedded_prior/**/*", "guidance/embedded_prior/*", "gallery_assets/*", "presets/*.yaml"]},
     include_package_data=True,
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExt},
@@ -83,6 +83,7 @@ setup(
         "tokenizers>=0.15",
         "pillow>=9",
         "imageio>=2.28",
+        "imageio-ffmpeg>=0.4.9",  # ships an ffmpeg binary: RUN/turntable.mp4 (H.264)
         "xatlas>=0.0.9",
         "trimesh>=4",
         "pymeshlab>=2023.12",
