@@ -8,21 +8,7 @@ The same operations for every field and prompt: nothing here knows what the obje
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-
-
-@dataclass
-class SolidStats:
-    """What the clean-up did, for messages and tests."""
-
-    level: float  # the iso-level used
-    inside_fraction: float  # of the grid's voxels, after clean-up
-    border_fraction: float  # of the grid's outer faces' voxels that are inside (1: the solid fills the box)
-    cavities_filled: int  # voxels added by the cavity fill
-    closed: int  # voxels added by the closing
-    removed_parts: int  # 6-connected parts dropped (floaters)
 
 
 def otsu_level(values: np.ndarray, bins: int = 256) -> float:

@@ -38,18 +38,27 @@ def _evaluate(fn: Callable[[torch.Tensor], torch.Tensor], pts: torch.Tensor, chu
 
 
 @torch.no_grad()
+def sample_grid(density: Callable[[torch.Tensor], torch.Tensor], resolution: int, bound: float = 1.0,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """Density at every node of a resolution^3 grid spanning [-bound, bound]^3: [R, R, R]."""
+    lin = torch.linspace(-bound, bound, resolution, device=device)
+    pts = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).view(-1, 3)
+    return _evaluate(density, pts).view(resolution, resolution, resolution)
+
+
+@torch.no_grad()
 def density_grid(density: Callable[[torch.Tensor], torch.Tensor], resolution: int, coarse_resolution: int, threshold: float,
-                 bound: float = 1.0, device: torch.device | str = "cpu") -> tuple[torch.Tensor, int]:
+                 bound: float = 1.0, device: torch.device | str = "cpu", coarse: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Density on a resolution^3 grid spanning [-bound, bound]^3, evaluated exactly only near the surface.
 
     A coarse_resolution^3 pass finds the coarse cells whose corners straddle ``threshold`` (dilated by
     one cell); fine samples inside them are evaluated, all others take the trilinear upsampling of the
-    coarse grid (on the same side of the threshold there). Returns (grid [N, N, N], fine evaluations).
+    coarse grid (on the same side of the threshold there). ``coarse``: that pass, when the caller already
+    has it (sample_grid at coarse_resolution). Returns (grid [N, N, N], evaluations counted from the coarse pass).
     """
     C, N = coarse_resolution, resolution
-    lin = torch.linspace(-bound, bound, C, device=device)
-    coarse_pts = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).view(-1, 3)
-    coarse = _evaluate(density, coarse_pts).view(C, C, C)
+    if coarse is None:
+        coarse = sample_grid(density, C, bound, device)
     if N <= C:
         return coarse if N == C else F.interpolate(coarse[None, None], size=(N,) * 3, mode="trilinear", align_corners=True)[0, 0], C ** 3
     inside = (coarse > threshold).float()
@@ -93,11 +102,9 @@ def extract_mesh(field, config: ExtractConfig, bound: float = 1.0, device: torch
     Returns vertices [V, 3] float32 (world units), faces [F, 3] int64, colours [V, 3] float32 in [0, 1].
     Raises MeshdreamError naming the level when the level set is empty, and naming what happened when
     the solid fills the scene box (the usual SDS collapse: density grown everywhere)."""
-    C = config.coarse_resolution
-    lin = torch.linspace(-bound, bound, C, device=device)
-    coarse_grid = _evaluate(field.density, torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).view(-1, 3)).view(C, C, C)
-    level = resolve_level(coarse_grid, config)
-    grid, _ = density_grid(field.density, config.resolution, config.coarse_resolution, level, bound, device)
+    coarse = sample_grid(field.density, config.coarse_resolution, bound, device)  # picks the level, then seeds the fine grid
+    level = resolve_level(coarse, config)
+    grid, _ = density_grid(field.density, config.resolution, config.coarse_resolution, level, bound, device, coarse=coarse)
     peak = float(grid.max())
     if not peak > level:
         raise MeshdreamError(f"the density never exceeds the extraction threshold {round(level, 4)} (peak density "

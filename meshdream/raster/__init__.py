@@ -168,9 +168,9 @@ def _add_nvdiffrast_build_dir_to_path() -> None:
     import nvdiffrast
     from torch.utils import cpp_extension
 
-    name = cpp_extension._get_build_directory  # private, but it is what nvdiffrast itself calls
+    build_directory = cpp_extension._get_build_directory  # private, but it is what nvdiffrast itself calls
     plugin = "".join(c if c.isalnum() else "_" for c in f"nvdiffrast_plugin_{nvdiffrast.__version__}_torch{torch.__version__}")
-    folder = name(plugin, False)
+    folder = build_directory(plugin, False)
     if folder not in sys.path:
         sys.path.append(folder)
     sys.path_importer_cache.pop(folder, None)
