@@ -225,21 +225,12 @@ def _is_finished(entry: dict, out: Path) -> bool:
 
 def _check_out(out: Path, resume: bool) -> None:
     """DIR is a new or empty folder, or (with resume) a batch folder; and writable. Checked before any work."""
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"output {str(out)!r} exists and is not a folder")
+    from .run import make_output_folder
+
     has_index = index_path(out).exists()
     if has_index and not resume:
         raise UserInputError(f"{str(out)!r} already holds a batch (index.json); continue it with --resume or choose another --out")
-    if not has_index and out.is_dir() and any(out.iterdir()):
-        raise UserInputError(f"output folder {str(out)!r} already holds files and is not a meshdream batch; "
-                             "choose a new or empty folder for --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise UserInputError(f"output folder {str(out)!r} is not writable: {e.strerror or e}") from None
+    make_output_folder(out, "batch", ours=has_index)
 
 
 def _import_ray():

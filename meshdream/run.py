@@ -131,6 +131,26 @@ def _holder(root: str) -> str:
         return "another process holds its lock (it is just starting or finishing)"
 
 
+def make_output_folder(root: Path, kind: str, ours: bool, marker: str | None = None) -> None:
+    """Make the output folder ``root`` (a meshdream ``kind``: RUN, batch) and check it is writable, before any
+    work. A folder that holds files and is not ``ours`` is refused: meshdream would overwrite and delete files in
+    it. ``marker``, when given, is created in it (the file that says the folder is ours)."""
+    if root.exists() and not root.is_dir():
+        raise UserInputError(f"output {str(root)!r} exists and is not a folder")
+    if root.is_dir() and not ours and any(root.iterdir()):
+        raise UserInputError(f"output folder {str(root)!r} already holds files and is not a meshdream {kind}; "
+                             "choose a new or empty folder for --out")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"  # mkdir succeeds on an existing read-only folder: try a real write
+        probe.write_bytes(b"")
+        probe.unlink()
+        if marker:
+            (root / marker).touch()
+    except OSError as e:
+        raise UserInputError(f"output folder {str(root)!r} is not writable: {e.strerror or e}") from None
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
@@ -140,19 +160,7 @@ class RunDir:
         """Make (or reuse) RUN and check it is writable before any work starts. An existing folder that is not
         empty and not a RUN is refused: meshdream would overwrite and delete files in it."""
         root = Path(path)
-        if root.exists() and not root.is_dir():
-            raise UserInputError(f"output {str(root)!r} exists and is not a folder")
-        if root.is_dir() and not is_run(root) and any(root.iterdir()):
-            raise UserInputError(f"output folder {str(root)!r} already holds files and is not a meshdream RUN; "
-                                 "choose a new or empty folder for --out")
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            probe = root / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-            (root / MARKER).touch()
-        except OSError as e:
-            raise UserInputError(f"output folder {str(root)!r} is not writable: {e.strerror or e}") from None
+        make_output_folder(root, "RUN", ours=is_run(root), marker=MARKER)
         return cls(root)
 
     def lock(self, stage: str):
@@ -289,14 +297,31 @@ def is_run(root: Path) -> bool:
     return (root / MARKER).is_file() or any((root / name / "config.yaml").is_file() for name in _STAGE_FOLDERS[:2])
 
 
+def _finished_record(path: Path) -> bool:
+    try:
+        return json.loads(path.read_bytes()).get("finished") is not False
+    except (OSError, ValueError, AttributeError):
+        return True  # unreadable: keep it rather than risk deleting a finished stage
+
+
+def holds_stage_work(path: Path) -> bool:
+    """``path`` (a RUN or a stage folder) holds a finished stage (a record saying so) or a stage checkpoint:
+    work a user would lose if it were deleted. (A stage writes an unfinished record when it starts.)"""
+    if not path.is_dir():
+        return False
+    return next(path.rglob(CHECKPOINT_FILE), None) is not None or any(map(_finished_record, path.rglob(RECORD_FILE)))
+
+
 @contextlib.contextmanager
 def removed_on_usage_error(*paths: str | os.PathLike):
     """Remove those of ``paths`` that did not exist before when a UserInputError escapes the block, so a
-    command refused for bad input leaves no empty or partial RUN (or stage) folder behind."""
+    command refused for bad input leaves no empty or partial RUN (or stage) folder behind. A new folder that
+    holds stage work by then is kept: `generate` refused in its refine stage keeps the finished coarse stage."""
     new = [Path(p) for p in paths if not os.path.lexists(p)]
     try:
         yield
     except UserInputError:
         for p in new:
-            shutil.rmtree(p, ignore_errors=True)
+            if not holds_stage_work(p):
+                shutil.rmtree(p, ignore_errors=True)
         raise

@@ -102,3 +102,23 @@ def test_overrides_after_the_options_are_recorded_in_the_run(tmp_path, tiny_conf
     saved = yaml.safe_load((out / "coarse" / "config.yaml").read_text())
     assert saved["iters"] == 3 and saved["guidance"]["guidance_scale"] == 7.5 and saved["nerf"]["hidden"] == 8
     assert saved["resolution"] == 16  # the config file's value is kept underneath
+
+
+def test_generate_refused_in_refine_keeps_the_finished_coarse_stage(tmp_path, tiny_configs):
+    """A usage error after coarse finished removes only the new refine folder; the RUN and its coarse work stay."""
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["generate", "a red cube", "--out", str(out), "--coarse-config", tiny_configs["coarse"],
+                                 "--refine-config", tiny_configs["refine"], "--quiet", "--no-video", "coarse.iters=2",
+                                 f"refine.guidance.name={tmp_path / 'no-such-model'}"])
+    assert r.exit_code == 2 and "no-such-model" in r.output and "Traceback" not in r.output, r.output
+    assert (out / "coarse" / "stage.json").is_file() and (out / "coarse" / "mesh.ply").is_file()
+    assert not (out / "refine").exists()
+    r = CliRunner().invoke(cli, ["refine", str(out), "--config", tiny_configs["refine"], "--quiet", "iters=1"])
+    assert r.exit_code == 0, r.output  # the kept coarse stage is usable: the run continues from it
+
+
+def test_usage_error_before_any_work_leaves_no_run(tmp_path, tiny_configs):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["generate", "a red cube", "--out", str(out), "--coarse-config", tiny_configs["coarse"],
+                                 "--quiet", f"coarse.guidance.name={tmp_path / 'no-such-model'}"])
+    assert r.exit_code == 2 and not out.exists(), r.output

@@ -91,3 +91,24 @@ def test_every_file_a_stage_writes_is_named_by_run_py(coarse_run):
     written = {p for p in run.coarse.iterdir() if p.is_file()}
     assert written == named and (run.coarse / "previews").is_dir()
     assert run.export_file("glb") == run.export / "model.glb" and run.refined_material.parent == run.refine
+
+
+def test_batch_and_run_folders_share_one_output_check(tmp_path):
+    """`batch --out` and RUN folders are checked by run.make_output_folder: a file, a foreign folder, an unwritable path."""
+    from meshdream.ray_batch import _check_out
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"mine")
+    for check, kind in ((lambda p: _check_out(p, resume=False), "batch"), (RunDir.create, "RUN")):
+        with pytest.raises(UserInputError, match="exists and is not a folder"):
+            check(blocker)
+        with pytest.raises(UserInputError, match=f"not a meshdream {kind}"):
+            check(foreign)
+        with pytest.raises(UserInputError, match="not writable"):
+            check(blocker / "out")
+    assert os.listdir(foreign) == ["cat.jpg"]
+    _check_out(tmp_path / "new", resume=False)
+    assert os.listdir(tmp_path / "new") == []  # no probe or marker left in a batch folder
