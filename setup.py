@@ -57,18 +57,52 @@ ext_modules = [
     )
 ]
 
+# What the wheel holds besides the Python modules: everything the README uses after `pip install meshdream-*.whl`
+# (tests/test_wheel_contents.py checks this list against setuptools' own build_py; scripts/check_wheel.sh installs it).
+PACKAGE_DATA = {
+    "meshdream": [
+        "guidance/embedded_prior/*",  # the prior's index, metadata, samples.png and LICENSE
+        "guidance/embedded_prior/**/*",  # its weights, tokenizer and scheduler
+        "gallery_assets/*",  # model-viewer's UMD build and its licences (copied next to each gallery)
+        "presets/*.yaml",  # --preset sd|if
+    ]
+}
+# Licence texts, recorded in the wheel's metadata (dist-info/licenses/); the package data above holds them too.
+LICENSE_FILES = ["LICENSE", "NOTICE", "meshdream/guidance/embedded_prior/LICENSE", "meshdream/gallery_assets/LICENSE-*.txt"]
+
 setup(
     name="meshdream",
     version=read_version(),
-    description="Text to textured 3D asset by score distillation of a 2D diffusion model (coarse NeRF + mesh refinement).",
+    author="meshdream developers",
+    # no project URL: meshdream has no public home page or repository address yet
+    description="Text prompt to textured 3D asset (GLB) by score distillation of a 2D diffusion prior: "
+                "hash-grid NeRF, C++ marching cubes, mesh and texture refinement through a differentiable rasteriser.",
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license_expression="Apache-2.0",  # SPDX; code and the embedded prior's weights
+    license_files=LICENSE_FILES,
+    keywords=["text-to-3d", "score distillation sampling", "dreamfusion", "magic3d", "nerf", "diffusion",
+              "marching cubes", "differentiable rendering", "glb", "3d asset generation"],
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Environment :: Console",
+        "Environment :: GPU :: NVIDIA CUDA",
+        "Intended Audience :: Developers",
+        "Intended Audience :: Science/Research",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: C++",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Multimedia :: Graphics :: 3D Modeling",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     packages=find_packages(include=["meshdream", "meshdream.*"]),
-    package_data={"meshdream": ["guidance/embedded_prior/**/*", "guidance/embedded_prior/*", "gallery_assets/*", "presets/*.yaml"]},
-    include_package_data=True,
+    package_data=PACKAGE_DATA,  # exactly these (no include_package_data: the wheel does not depend on VCS plugins)
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExt},
-    python_requires=">=3.9",
+    # 3.10: the dataclass configs use `X | None` hints, evaluated at runtime by the config loader
+    python_requires=">=3.10",
     install_requires=[
         # 2.13.0 (CPU wheel on disk here) satisfies this range, so nothing more is pulled once it is installed.
         "torch>=2.1",

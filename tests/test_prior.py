@@ -43,6 +43,9 @@ def test_tokenizer_and_save_load_round_trip(tmp_path):
     unet, text, sched = build_unet(32), build_text_encoder(len(tok)), build_scheduler()
     assert 1e6 < sum(p.numel() for p in unet.parameters()) < 3e6
     save_prior(tmp_path / "prior", unet, text, tok, sched, default_meta())
+    (tmp_path / "prior" / "LICENSE").write_text("licence of these weights")
+    save_prior(tmp_path / "prior", unet, text, tok, sched, default_meta())  # a new export keeps the folder's licence
+    assert (tmp_path / "prior" / "LICENSE").read_text() == "licence of these weights"
     folder = str(tmp_path / "prior")
     u2 = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
     t2 = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")

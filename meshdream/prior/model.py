@@ -98,7 +98,7 @@ def save_prior(folder: str | os.PathLike, unet: UNet2DConditionModel, text_encod
             json.dump(index, f, indent=2)
         with open(os.path.join(tmp, "meshdream_prior.json"), "w") as f:
             json.dump(meta, f, indent=2)
-        for extra in ("samples.png",):  # keep artefacts written next to the weights
+        for extra in ("samples.png", "LICENSE"):  # keep artefacts written next to the weights (and their licence)
             if os.path.exists(os.path.join(folder, extra)) and not os.path.exists(os.path.join(tmp, extra)):
                 shutil.copy(os.path.join(folder, extra), os.path.join(tmp, extra))
         old = None
