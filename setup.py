@@ -125,8 +125,8 @@ setup(
         "rtree>=1.0",  # trimesh closest-point queries (texture resampling on decimation)
     ],
     extras_require={
-        # ray: `meshdream batch`; playwright drives Debian's chromium in the gallery test (no browser download)
-        "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16", "ray>=2.9", "playwright>=1.40"],
+        # ray[client]: `meshdream batch` (grpcio for ray://); playwright drives Debian's chromium in the gallery test (no browser download)
+        "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16", "ray[client]>=2.9", "playwright>=1.40"],
         "cluster": ["ray[client]>=2.9"],  # `meshdream batch` (ray[client] for --address ray://host:port)
         "bench": ["PyMCubes>=0.1.4"],
         # DeepFloyd IF's T5 tokenizer (spiece.model) needs these; SD and the embedded prior do not

@@ -121,6 +121,32 @@ def _hold_run_lock(run: Path) -> float:
     return round(time.perf_counter() - start, 3)
 
 
+def _assigned_gpus() -> list[str]:
+    """The GPU ids Ray gave this task ([] outside a Ray task or for CPU tasks)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return [str(i) for i in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])]
+    except Exception:  # not in a Ray worker (run_job called directly)
+        pass
+    return []
+
+
+def _check_cuda_usable(gpu_ids: list[str]) -> None:
+    """A CUDA job whose assigned GPU torch cannot use fails at once with a message naming both sides (no hang, no
+    silent CPU run): e.g. a node that declares GPUs (`ray start --num-gpus`) but has a CPU build of torch."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    build = torch.version.cuda or "none: a CPU-only build"
+    raise MeshdreamError(f"Ray assigned GPU(s) {gpu_ids or 'none'} (CUDA_VISIBLE_DEVICES={visible!r}) but torch "
+                         f"{torch.__version__} on this node cannot use them (torch.cuda.is_available() is False; CUDA "
+                         f"runtime {build}); install a CUDA build of torch on the node, or run with --gpus-per-job 0")
+
+
 def run_job(spec: dict, device: str, threads: int, resume: bool) -> dict:
     """Run one prompt (in a Ray worker): ``generate`` into spec["run"]. Never raises: failures are returned.
 
@@ -141,10 +167,13 @@ def run_job(spec: dict, device: str, threads: int, resume: bool) -> dict:
     run = Path(spec["run"])
     result: dict[str, Any] = {"pid": os.getpid(), "node": socket.gethostname(), "threads": torch.get_num_threads(),
                               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "device": device,
+                              "gpu_ids": _assigned_gpus(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                               "resumed_from": _checkpoint_steps(run) if resume else {}}
     timings: dict[str, float] = {}
     start = time.perf_counter()
     try:
+        if device == "cuda":
+            _check_cuda_usable(result["gpu_ids"])
         result["lock_wait_s"] = _hold_run_lock(run)
         path = generate(spec["prompt"], run, guidance=spec["guidance"],
                         coarse_config=from_dict(CoarseConfig, spec["coarse_config"]),
@@ -205,7 +234,8 @@ def _apply_result(entry: dict, result: dict, out: Path) -> None:
     entry["peak_memory_mb"] = result["peak_memory_mb"]
     if "peak_cuda_memory_mb" in result:
         entry["peak_cuda_memory_mb"] = result["peak_cuda_memory_mb"]
-    entry["worker"] = {k: result.get(k) for k in ("node", "pid", "threads", "omp_num_threads", "device")}
+    entry["worker"] = {k: result.get(k) for k in ("node", "pid", "threads", "omp_num_threads", "device", "gpu_ids",
+                                                  "cuda_visible_devices")}
     entry["resumed_from"] = result.get("resumed_from", {})
     if result["status"] == "done":
         asset = Path(result["asset"])

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -186,38 +187,84 @@ def test_sigkill_of_the_driver_then_resume_redoes_nothing_finished(tmp_path, tin
     assert not _ray_workers(workers)
 
 
-def test_joins_an_existing_ray_cluster_with_address(tmp_path, tiny_configs):
-    """The README's recipe on one machine: `ray start --head`, then `meshdream batch --address`."""
-    import shutil
+def _free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ray_cli = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """The README's recipe on one machine: `ray start --head` with a Ray Client server, 1 CPU and 1 GPU declared.
+
+    The GPU is a logical resource (`--num-gpus 1`); CUDA_VISIBLE_DEVICES=7 when the head starts makes Ray hand out
+    the id "7", a device no torch here can use (this machine has none, a GPU machine has no 8th GPU)."""
+    import shutil
     import uuid
 
-    # Ray clusters authenticate drivers with a token; the head and the driver share it here through the environment
+    port, client_port = _free_port(), _free_port()
+    ray_cli = shutil.which("ray") or os.path.join(os.path.dirname(sys.executable), "ray")
+    # Ray clusters authenticate drivers with a token; the head and the drivers share it here through the environment
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex + uuid.uuid4().hex)
-    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", f"--ray-client-server-port={client_port}",
+                             "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1", "--include-dashboard=false",
+                             "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=dict(env, CUDA_VISIBLE_DEVICES="7"))
     try:
-        prompts = tmp_path / "prompts.txt"
-        prompts.write_text("a red cube\n")
-        out = tmp_path / "out"
-        args = [sys.executable, "-m", "meshdream", "batch", str(prompts), "--out", str(out), "--address", f"127.0.0.1:{port}",
-                "--coarse-config", tiny_configs["coarse"], "--refine-config", tiny_configs["refine"], "--quiet"]
-        deadline = time.time() + 300
-        while True:  # the head takes a while to come up on a busy machine
-            r = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
-            if r.returncode == 0 or time.time() > deadline or "could not connect" not in r.stderr:
-                break
-            shutil.rmtree(out, ignore_errors=True)
-            time.sleep(2)
-        assert r.returncode == 0, r.stderr[-3000:]
-        entry = json.loads((out / "index.json").read_text())["jobs"][0]
-        assert entry["status"] == "done" and (out / entry["asset"]).is_file()
+        yield {"address": f"127.0.0.1:{port}", "client": f"ray://127.0.0.1:{client_port}", "env": env}
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
         head.wait(timeout=120)
+
+
+def _batch_on_cluster(tmp_path, tiny_configs, head, address, *extra):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red cube\n")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "meshdream", "batch", str(prompts), "--out", str(out), "--address", address,
+            "--coarse-config", tiny_configs["coarse"], "--refine-config", tiny_configs["refine"], "--quiet", *extra]
+    deadline = time.time() + 300
+    while True:  # the head takes a while to come up on a busy machine
+        r = subprocess.run(args, capture_output=True, text=True, timeout=900, env=head["env"])
+        if r.returncode == 0 or time.time() > deadline or "could not connect" not in r.stderr:
+            break
+        shutil.rmtree(out, ignore_errors=True)
+        time.sleep(2)
+    return r, out
+
+
+def test_joins_an_existing_ray_cluster_with_address(tmp_path, tiny_configs, ray_head):
+    r, out = _batch_on_cluster(tmp_path, tiny_configs, ray_head, ray_head["address"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    entry = json.loads((out / "index.json").read_text())["jobs"][0]
+    assert entry["status"] == "done" and (out / entry["asset"]).is_file()
+    assert entry["worker"]["device"] == "cpu" and entry["worker"]["gpu_ids"] == []
+
+
+def test_joins_a_cluster_through_ray_client(tmp_path, tiny_configs, ray_head):
+    """`--address ray://host:port`: the driver talks to the cluster's Ray Client server only (ray[client], grpcio)."""
+    r, out = _batch_on_cluster(tmp_path, tiny_configs, ray_head, ray_head["client"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    entry = json.loads((out / "index.json").read_text())["jobs"][0]
+    assert entry["status"] == "done" and (out / entry["asset"]).is_file()
+    assert entry["worker"]["pid"] != os.getpid() and entry["worker"]["threads"] == 1
+
+
+def test_gpu_jobs_get_the_gpu_ray_assigns_and_fail_clearly_when_torch_cannot_use_it(tmp_path, tiny_configs, ray_head):
+    """--gpus-per-job 1 on a cluster declaring 1 GPU: the job asks Ray for it, Ray assigns id "7" and sets
+    CUDA_VISIBLE_DEVICES, the index records both; torch cannot use that device, so the job fails at once
+    with a message naming the assignment (not a hang, not a silent CPU run)."""
+    t = time.time()
+    r, out = _batch_on_cluster(tmp_path, tiny_configs, ray_head, ray_head["address"], "--gpus-per-job", "1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    entry = json.loads((out / "index.json").read_text())["jobs"][0]
+    assert entry["status"] == "failed" and entry["asset"] is None
+    assert entry["worker"]["device"] == "cuda"
+    assert entry["worker"]["gpu_ids"] == ["7"] and entry["worker"]["cuda_visible_devices"] == "7"
+    assert "Ray assigned GPU(s) ['7'] (CUDA_VISIBLE_DEVICES='7')" in entry["error"] and "cannot use them" in entry["error"]
+    assert "a-red-cube" in r.stderr and "Ray assigned GPU" in r.stderr
+    assert entry["times"]["total"] < 5  # failed before any stage ran
+    assert time.time() - t < 300
