@@ -7,9 +7,11 @@ reads, unlike a light at the eye) plus ambient; the normals view shows world-spa
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -42,10 +44,11 @@ def _key_lights(cams: Cameras) -> torch.Tensor:
 
 
 @torch.no_grad()
-def render_views(asset: Asset, cams: Cameras, size: int, batch: int = 8, ambient: float = 0.35,
-                 diffuse: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
-    """Lit views and normals views of ``asset``, both [N, size, size, 3] uint8 (row 0 = top), on white.
-    One rasterisation per view serves both (positions, normals and UVs interpolated together)."""
+def iter_views(asset: Asset, cams: Cameras, size: int, batch: int = 2, ambient: float = 0.35,
+               diffuse: float = 0.75) -> Iterator[np.ndarray]:
+    """Lit and normals views of ``asset``, ``batch`` views at a time: [b, size, size, 6] uint8 (lit RGB,
+    normals RGB; row 0 = top), on white. One rasterisation per view serves both (positions, normals and
+    UVs interpolated together). Small batches keep memory flat: a 512 px view's float buffers take ~60 MB."""
     from .shading import shade
 
     ctx = dr.get_context("cpu")
@@ -56,7 +59,6 @@ def render_views(asset: Asset, cams: Cameras, size: int, batch: int = 8, ambient
     tex = torch.from_numpy(np.ascontiguousarray(texture, np.float32)).unsqueeze(0)
     hom = torch.cat([v, torch.ones_like(v[:, :1])], dim=-1)  # [V, 4]
     lights = _key_lights(cams)
-    out = []
     for i in range(0, len(cams), batch):
         c = cams[i:i + batch]
         pos = torch.einsum("bij,vj->bvi", c.mvp(), hom).contiguous()  # [B, V, 4]
@@ -69,15 +71,28 @@ def render_views(asset: Asset, cams: Cameras, size: int, batch: int = 8, ambient
         mask = (rast[..., 3:4] > 0).float()
         colour = torch.cat([lit, n * 0.5 + 0.5], -1) * mask + (1 - mask)  # white background
         colour = dr.antialias(colour.contiguous(), rast, pos, tri)
-        out.append(torch.flip(colour, dims=[1]))  # rasterised rows start at the bottom
-    both = (torch.cat(out).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        colour = torch.flip(colour, dims=[1])  # rasterised rows start at the bottom
+        yield (colour.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def render_views(asset: Asset, cams: Cameras, size: int, batch: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Lit views and normals views of ``asset``, both [N, size, size, 3] uint8 (row 0 = top), on white."""
+    both = np.concatenate(list(iter_views(asset, cams, size, batch)))
     return both[..., :3], both[..., 3:]
+
+
+def iter_turntable_frames(asset: Asset, views: int, size: int, elevation: float = 15.0,
+                          distance: float = 2.5) -> Iterator[np.ndarray]:
+    """Frames [size, 2 * size, 3] uint8 of the asset turning once (lit view | normals view), one at a
+    time: a 100-frame 512 px video is encoded without holding its 157 MB of frames (nor, before, the
+    2.5 GB of float copies measured when they were converted all at once)."""
+    for both in iter_views(asset, turntable_cameras(views, elevation_deg=elevation, distance=distance), size):
+        yield from np.concatenate([both[..., :3], both[..., 3:]], axis=2)
 
 
 def turntable_frames(asset: Asset, views: int, size: int, elevation: float = 15.0, distance: float = 2.5) -> np.ndarray:
     """Frames [N, size, 2 * size, 3] uint8 of the asset turning once: lit view | normals view."""
-    lit, normals = render_views(asset, turntable_cameras(views, elevation_deg=elevation, distance=distance), size)
-    return np.concatenate([lit, normals], axis=2)
+    return np.stack(list(iter_turntable_frames(asset, views, size, elevation, distance)))
 
 
 def gif_bytes(frames: np.ndarray, fps: int = 12) -> bytes:
@@ -88,19 +103,21 @@ def gif_bytes(frames: np.ndarray, fps: int = 12) -> bytes:
     return buf.getvalue()
 
 
-def mp4_bytes(frames: np.ndarray, fps: int = MP4_FPS) -> bytes:
-    """H.264 (yuv420p, plays everywhere) through the ffmpeg binary imageio-ffmpeg ships. frames [N, H, W, 3] uint8,
-    H and W even."""
+def mp4_bytes(frames: Iterable[np.ndarray], fps: int = MP4_FPS) -> bytes:
+    """H.264 (yuv420p, plays everywhere) through the ffmpeg binary imageio-ffmpeg ships. frames: [N, H, W, 3]
+    uint8 or any iterable of [H, W, 3] uint8 frames (streamed to ffmpeg), H and W even."""
     import imageio_ffmpeg
 
-    h, w = frames.shape[1:3]
+    frames = iter(frames)
+    first = next(frames)
+    h, w = first.shape[:2]
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "turntable.mp4")
         writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=8,
                                              macro_block_size=2, ffmpeg_log_level="error",
                                              output_params=["-movflags", "+faststart"])
         writer.send(None)
-        for frame in frames:
+        for frame in itertools.chain([first], frames):
             writer.send(np.ascontiguousarray(frame))
         writer.close()
         return Path(path).read_bytes()
@@ -113,7 +130,8 @@ def png_sheet(frames: np.ndarray) -> bytes:
     return png_bytes(np.concatenate(list(frames), axis=0))
 
 
-def encode(frames: np.ndarray, format: str) -> bytes:
+def encode(frames, format: str) -> bytes:
+    """frames: [N, H, W, 3] uint8 (an iterable of frames for mp4)."""
     if format == "mp4":
         return mp4_bytes(frames)
     if format == "gif":
@@ -138,7 +156,8 @@ def render_run(run: str | os.PathLike, *, views: int | None = None, size: int = 
         raise UserInputError(f"--output {str(path)!r} is a folder; give a file name such as render.{format}")
     asset = load_asset(run_dir)
     size += size % 2  # H.264 wants even sizes
-    frames = turntable_frames(asset, views or DEFAULT_VIEWS[format], size)
+    views = views or DEFAULT_VIEWS[format]
+    frames = iter_turntable_frames(asset, views, size) if format == "mp4" else turntable_frames(asset, views, size)
     data = encode(frames, format)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,6 +179,6 @@ def turntable_of_run(run_dir: RunDir, *, video: bool = True) -> list[Path]:
     written = [run_dir.turntable]
     if video:
         mp4 = run_dir.root / "turntable.mp4"
-        atomic_write_bytes(mp4, mp4_bytes(turntable_frames(asset, DEFAULT_VIEWS["mp4"], VIDEO_SIZE)))
+        atomic_write_bytes(mp4, mp4_bytes(iter_turntable_frames(asset, DEFAULT_VIEWS["mp4"], VIDEO_SIZE)))
         written.append(mp4)
     return written

@@ -35,6 +35,9 @@ class GuidanceConfig:
     negative_prompt: str = ""
     view_dependent: bool = True
     half_precision: bool = True  # fp16 weights on CUDA (ignored on CPU)
+    # CPU: run a pixel-space UNet (the embedded prior, IF) as TorchScript traces, one per input shape:
+    # the same outputs with ~25% less CPU time per call for the embedded prior (scripts/bench_unet.py)
+    trace_unet: bool = True
 
 
 @dataclass

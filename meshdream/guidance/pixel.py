@@ -10,6 +10,7 @@ import torch
 from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_model, check_prompt, resize,
                    resolve_settings, sds_from_model, view_prompts, warn_unknown_words)
 from .registry import register_guidance
+from .traced_unet import TracedUNet
 from .text import free_device_memory, from_pretrained_variant, load_text_model
 
 IF_RECOMMENDED = {"guidance_scale": 20.0, "t_min": 0.02, "t_max": 0.98, "t_max_end": 0.5}
@@ -41,6 +42,7 @@ class PixelGuidance(Guidance):
         self.release_text_encoder = bool(getattr(self._encode, "is_t5", False))
         self.unet = from_pretrained_variant(UNet2DConditionModel, path, "unet", dtype, variant).to(self.device)
         self.unet.eval().requires_grad_(False)
+        self._unet_call = TracedUNet(self.unet) if (config.trace_unet and self.device.type == "cpu") else None
         self.scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
         self.dtype = dtype
@@ -85,5 +87,8 @@ class PixelGuidance(Guidance):
 
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """eps [B, 3, h, w] for pixels x_t; a 6-channel (learned-variance, IF) UNet's first 3 channels."""
-        out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=context.to(self.dtype)).sample
+        if self._unet_call is not None:
+            out = self._unet_call(x_t.to(self.dtype), t, context.to(self.dtype))
+        else:
+            out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=context.to(self.dtype)).sample
         return out[:, :3]
