@@ -115,8 +115,15 @@ def locks_run(stage: str, open_run: Callable[..., "RunDir"], read_only_ok: bool 
             run = open_run(**bound.arguments)
             if not is_run(run.root):  # nothing of ours to protect; the stage says what is missing
                 return fn(*args, **kwargs)
-            with run_lock(run.root, stage, read_only_ok=read_only_ok):
-                return fn(*args, **kwargs)
+            try:
+                with run_lock(run.root, stage, read_only_ok=read_only_ok):
+                    return fn(*args, **kwargs)
+            except UserInputError:
+                # refused for bad input: a RUN this call made and no stage has worked in is not left behind
+                # (the same rule as the CLI's removed_on_usage_error, for Python API callers)
+                if run.created and not holds_stage_work(run.root):
+                    shutil.rmtree(run.root, ignore_errors=True)
+                raise
 
         return wrapper
 
@@ -154,14 +161,16 @@ def make_output_folder(root: Path, kind: str, ours: bool, marker: str | None = N
 @dataclass(frozen=True)
 class RunDir:
     root: Path
+    created: bool = False  # made by this call (RunDir.create): a refused start removes it again (locks_run)
 
     @classmethod
     def create(cls, path: str | os.PathLike) -> "RunDir":
         """Make (or reuse) RUN and check it is writable before any work starts. An existing folder that is not
         empty and not a RUN is refused: meshdream would overwrite and delete files in it."""
         root = Path(path)
+        created = not os.path.lexists(root)
         make_output_folder(root, "RUN", ours=is_run(root), marker=MARKER)
-        return cls(root)
+        return cls(root, created=created)
 
     def lock(self, stage: str):
         """``with run.lock("coarse"):`` — see :func:`run_lock`."""

@@ -112,3 +112,23 @@ def test_batch_and_run_folders_share_one_output_check(tmp_path):
     assert os.listdir(foreign) == ["cat.jpg"]
     _check_out(tmp_path / "new", resume=False)
     assert os.listdir(tmp_path / "new") == []  # no probe or marker left in a batch folder
+
+
+@pytest.mark.parametrize("stage", ["coarse", "generate"])
+def test_python_api_refused_for_bad_input_leaves_no_new_run(tmp_path, stage):
+    """The Python API cleans up like the CLI: a RUN made by a call refused before any work is removed;
+    a folder the user already had is kept."""
+    import meshdream
+
+    fn = getattr(meshdream, stage)
+    key = "guidance.name" if stage == "coarse" else "coarse.guidance.name"
+    bad = [f"{key}={tmp_path / 'no-such-model'}"]
+    new = tmp_path / "new_run"
+    with pytest.raises(UserInputError, match="no-such-model"):
+        fn("a red cube", new, overrides=bad, progress=False)
+    assert not new.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(UserInputError, match="no-such-model"):
+        fn("a red cube", mine, overrides=bad, progress=False)
+    assert mine.is_dir()
