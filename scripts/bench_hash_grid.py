@@ -13,6 +13,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's meshdream, installed or not
+
 import torch
 
 from meshdream.nerf.hash_grid import HashGrid, HashGridConfig

@@ -9,6 +9,11 @@ The reference has no antialias; its pipeline time leaves it out, so the ratio fa
 import argparse
 import time
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's meshdream, installed or not
+
 import torch
 
 import meshdream.raster as dr

@@ -15,7 +15,11 @@ import argparse
 import cProfile
 import pstats
 import shutil
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's meshdream, installed or not
 
 
 def main() -> None:
