@@ -245,10 +245,11 @@ def generate(prompt, overrides, out, preset, guidance, coarse_config, refine_con
 @click.option("--refine-iters", type=click.IntRange(min=1), default=None, help="Refine (mesh) optimisation steps.")
 @format_option
 @seed_option
+@click.option("--no-video", is_flag=True, help="Skip each RUN's turntable.mp4 (the GIF is still written).")
 @quiet_option
 @_user_errors
 def batch(prompts, out, workers, address, gpus_per_job, cpus_per_job, resume, retries, guidance, coarse_config, refine_config,
-          coarse_iters, refine_iters, fmt, seed, quiet):
+          coarse_iters, refine_iters, fmt, seed, no_video, quiet):
     """Generate one asset per line of PROMPTS (.txt, or .yaml/.jsonl with per-prompt overrides) on Ray.
 
     Writes DIR/<slug>/ (a RUN folder per prompt), DIR/index.json and a gallery DIR/index.html."""
@@ -257,7 +258,7 @@ def batch(prompts, out, workers, address, gpus_per_job, cpus_per_job, resume, re
     index = run_batch(prompts, out, workers=workers, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
                       resume=resume, retries=retries, guidance=guidance, coarse_config=coarse_config,
                       refine_config=refine_config, coarse_iters=coarse_iters, refine_iters=refine_iters, seed=seed,
-                      format=fmt, progress=not quiet)
+                      format=fmt, video=not no_video, progress=not quiet)
     failed = [e for e in index["jobs"] if e["status"] != "done"]
     click.echo(f"gallery: {click.format_filename(str(out))}/index.html ({len(index['jobs']) - len(failed)} of {len(index['jobs'])} done)")
     if failed:

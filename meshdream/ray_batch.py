@@ -39,6 +39,7 @@ class BatchSettings:
     seed: int | None = None
     negative_prompt: str | None = None
     format: str = "glb"
+    video: bool = True  # RUN/turntable.mp4 besides the GIF
 
 
 # ---------------------------------------------------------------------------------------------- jobs
@@ -78,6 +79,7 @@ def job_spec(job: PromptJob, settings: BatchSettings, out: Path) -> dict:
         "guidance": guidance,
         "negative_prompt": job.negative_prompt or settings.negative_prompt,
         "format": settings.format,
+        "video": settings.video,
     }
 
 
@@ -180,7 +182,7 @@ def run_job(spec: dict, device: str, threads: int, resume: bool) -> dict:
                         refine_config=from_dict(RefineConfig, spec["refine_config"]) if spec["refine_config"] else None,
                         coarse_iters=spec["coarse_iters"], refine_iters=spec["refine_iters"], format=spec["format"],
                         seed=spec["seed"], device=device, resume=resume, negative_prompt=spec["negative_prompt"],
-                        progress=False, timings=timings)
+                        video=spec.get("video", True), progress=False, timings=timings)
         result.update(status="done", asset=str(path))
     except MeshdreamError as e:
         result.update(status="failed", error=str(e))
@@ -321,7 +323,7 @@ def batch(prompts: str | os.PathLike | Iterable[Any], out: str | os.PathLike, *,
           address: str | None = None, gpus_per_job: float = 0.0, cpus_per_job: float = 1.0, resume: bool = False,
           retries: int = 0, guidance: str | None = None, coarse_config: str | None = None, refine_config: str | None = None,
           coarse_iters: int | None = None, refine_iters: int | None = None, seed: int | None = None,
-          negative_prompt: str | None = None, format: str = "glb", progress: bool = True) -> dict:
+          negative_prompt: str | None = None, format: str = "glb", video: bool = True, progress: bool = True) -> dict:
     """Generate one asset per prompt on Ray; returns the index (also in DIR/index.json, gallery in DIR/index.html).
 
     ``prompts``: a prompts file (see ``meshdream.prompts_file``) or a list of prompt strings / mappings.
@@ -350,7 +352,7 @@ def batch(prompts: str | os.PathLike | Iterable[Any], out: str | os.PathLike, *,
     out = Path(out).resolve()
     settings = BatchSettings(guidance=guidance, coarse_config=coarse_config, refine_config=refine_config,
                              coarse_iters=coarse_iters, refine_iters=refine_iters, seed=seed,
-                             negative_prompt=negative_prompt, format=format)
+                             negative_prompt=negative_prompt, format=format, video=video)
     specs = [job_spec(job, settings, out) for job in jobs]
     _check_out(out, resume)
     index = read_index(out) if resume and index_path(out).exists() else {"version": INDEX_VERSION, "jobs": []}

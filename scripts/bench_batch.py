@@ -44,13 +44,19 @@ def main() -> None:
     out = Path(args.out)
     rows = []
 
+    def restarts(folder: Path) -> int:
+        """Coarse restarts after a frame-filling collapse (each moves the seed on by one from the default 0)."""
+        import yaml
+
+        return sum(int(yaml.safe_load(p.read_text())["seed"]) for p in folder.glob("*/coarse/config.yaml"))
+
     def measure(name: str, fn) -> None:
         folder = out / name.replace(" ", "_")
         shutil.rmtree(folder, ignore_errors=True)
         t = time.perf_counter()
         fn(folder)
         seconds = time.perf_counter() - t
-        rows.append((name, seconds, len(prompts) / seconds * 3600))
+        rows.append((name, seconds, len(prompts) / seconds * 3600, restarts(folder)))
         print(f"{name}: {len(prompts)} prompts in {seconds:.1f} s = {rows[-1][2]:.1f} prompts/hour", flush=True)
 
     if not args.skip_sequential:
@@ -72,9 +78,9 @@ def main() -> None:
         measure(f"batch {workers} worker(s) x {cpus} CPU", batched)
 
     print(f"\n{len(prompts)} prompts, coarse {args.coarse_iters} / refine {args.refine_iters} steps, {args.cores} cores\n")
-    print("| run | wall | prompts/hour |\n|---|---|---|")
-    for name, seconds, rate in rows:
-        print(f"| {name} | {seconds:.0f} s | {rate:.0f} |")
+    print("| run | wall | prompts/hour | coarse restarts |\n|---|---|---|---|")
+    for name, seconds, rate, n in rows:
+        print(f"| {name} | {seconds:.0f} s | {rate:.0f} | {n} |")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def gallery(tmp_path_factory, tiny_configs):
         with warnings.catch_warnings():  # the tiny prior knows none of the words
             warnings.simplefilter("ignore")
             generate(prompt, out / slug, coarse_config=tiny_configs["coarse"], refine_config=tiny_configs["refine"],
-                     progress=False, timings=timings)
+                     video=False, progress=False, timings=timings)
         jobs.append({"prompt": prompt, "slug": slug, "status": "done", "seed": 0, "run": slug, "attempts": 1,
                      "times": timings, "peak_memory_mb": 600.0, "asset": f"{slug}/export/model.glb",
                      "turntable": f"{slug}/turntable.gif", "error": None})

@@ -53,13 +53,14 @@ def _ray_workers(pids) -> list[int]:
 
 @pytest.fixture(scope="module")
 def batch_run(tmp_path_factory, tiny_configs):
-    """3 short prompts and 1 made to fail (its surface threshold is unreachable), 2 workers of 1 CPU, 1 retry."""
+    """3 short prompts and 1 made to fail (its surface threshold is unreachable), 2 workers of 1 CPU, 1 retry; no MP4
+    turntables (the GIF is enough here; the --address test makes one)."""
     out = tmp_path_factory.mktemp("batch") / "out"
     prompts = ["a red cube", "a blue sphere", {"prompt": "a green torus", "seed": 5, "coarse_iters": 4, "refine_iters": 2},
                {"prompt": "a yellow cone", "coarse": {"extract": {"threshold": 1.0e9}}}]
     t = time.time()
     index = meshdream.batch(prompts, out, workers=2, cpus_per_job=1, retries=1, coarse_config=tiny_configs["coarse"],
-                            refine_config=tiny_configs["refine"], progress=False)
+                            refine_config=tiny_configs["refine"], video=False, progress=False)
     return out, index, time.time() - t
 
 
@@ -78,6 +79,7 @@ def test_three_prompts_give_three_valid_glbs_and_index_entries(batch_run, gltf_v
         # a normal RUN folder, as `generate` makes it
         for f in ("coarse/mesh.ply", "coarse/checkpoint.pt", "refine/mesh.obj", "refine/texture.png", "turntable.gif"):
             assert (out / slug / f).is_file(), f
+        assert not (out / slug / "turntable.mp4").exists()  # video=False reached generate
         assert entry["turntable"] == f"{slug}/turntable.gif" and entry["error"] is None and entry["attempts"] == 1
         assert set(entry["times"]) == {"coarse", "refine", "export", "turntable", "total"}
         assert all(v > 0 for v in entry["times"].values())
@@ -151,7 +153,7 @@ def test_sigkill_of_the_driver_then_resume_redoes_nothing_finished(tmp_path, tin
                                        "a green torus"]))
     out = tmp_path / "out"
     args = [sys.executable, "-m", "meshdream", "batch", str(prompts), "--out", str(out), "--workers", "1",
-            "--coarse-config", tiny_configs["coarse"], "--refine-config", tiny_configs["refine"], "--quiet"]
+            "--coarse-config", tiny_configs["coarse"], "--refine-config", tiny_configs["refine"], "--quiet", "--no-video"]
     log = tmp_path / "driver.log"
     with open(log, "wb") as f:
         driver = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
@@ -216,8 +218,22 @@ def ray_head():
     try:
         yield {"address": f"127.0.0.1:{port}", "client": f"ray://127.0.0.1:{client_port}", "env": env}
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops the processes it started
-        head.wait(timeout=120)
+        _stop_process_group(head)
+
+
+def _stop_process_group(head: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM to `ray start --block` and everything it started (its own process group: GCS, raylet, workers, agents);
+    whatever is still there after ``grace_s`` (the graceful stop takes 30 s and more on a busy machine) gets SIGKILL."""
+    os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(head.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    head.wait(timeout=60)
 
 
 def _batch_on_cluster(tmp_path, tiny_configs, head, address, *extra):
@@ -242,11 +258,12 @@ def test_joins_an_existing_ray_cluster_with_address(tmp_path, tiny_configs, ray_
     entry = json.loads((out / "index.json").read_text())["jobs"][0]
     assert entry["status"] == "done" and (out / entry["asset"]).is_file()
     assert entry["worker"]["device"] == "cpu" and entry["worker"]["gpu_ids"] == []
+    assert (out / "a-red-cube" / "turntable.mp4").is_file()  # batch makes generate's MP4 turntable by default
 
 
 def test_joins_a_cluster_through_ray_client(tmp_path, tiny_configs, ray_head):
     """`--address ray://host:port`: the driver talks to the cluster's Ray Client server only (ray[client], grpcio)."""
-    r, out = _batch_on_cluster(tmp_path, tiny_configs, ray_head, ray_head["client"])
+    r, out = _batch_on_cluster(tmp_path, tiny_configs, ray_head, ray_head["client"], "--no-video")
     assert r.returncode == 0, r.stderr[-3000:]
     entry = json.loads((out / "index.json").read_text())["jobs"][0]
     assert entry["status"] == "done" and (out / entry["asset"]).is_file()
