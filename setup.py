@@ -126,7 +126,9 @@ setup(
     ],
     extras_require={
         # ray[client]: `meshdream batch` (grpcio for ray://); playwright drives Debian's chromium in the gallery test (no browser download)
-        "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16", "ray[client]>=2.9", "playwright>=1.40"],
+        # setuptools + pybind11: tests/test_wheel_contents.py runs setup.py itself (pip builds in an isolated env)
+        "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16", "ray[client]>=2.9", "playwright>=1.40",
+                 "setuptools>=77", "pybind11>=2.11"],
         "cluster": ["ray[client]>=2.9"],  # `meshdream batch` (ray[client] for --address ray://host:port)
         "bench": ["PyMCubes>=0.1.4"],
         # DeepFloyd IF's T5 tokenizer (spiece.model) needs these; SD and the embedded prior do not
