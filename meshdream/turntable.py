@@ -75,12 +75,6 @@ def iter_views(asset: Asset, cams: Cameras, size: int, batch: int = 2, ambient: 
         yield (colour.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def render_views(asset: Asset, cams: Cameras, size: int, batch: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Lit views and normals views of ``asset``, both [N, size, size, 3] uint8 (row 0 = top), on white."""
-    both = np.concatenate(list(iter_views(asset, cams, size, batch)))
-    return both[..., :3], both[..., 3:]
-
-
 def iter_turntable_frames(asset: Asset, views: int, size: int, elevation: float = 15.0,
                           distance: float = 2.5) -> Iterator[np.ndarray]:
     """Frames [size, 2 * size, 3] uint8 of the asset turning once (lit view | normals view), one at a
