@@ -141,3 +141,51 @@ def test_field_filling_the_frame_starts_over_with_the_next_seed_then_stops(tmp_p
         coarse("a red cube", tmp_path / "run", config=cfg, progress=False)
     assert "starting over with seed 8 (1 of 1 restarts)" in capsys.readouterr().out
     assert not (tmp_path / "run" / "coarse" / "mesh.ply").exists()  # nothing handed on to refine
+
+
+def test_sdf_field_anneals_beta_resumes_bit_exactly_and_saves_the_sharp_surface(tmp_path, tiny_configs):
+    """nerf.kind sdf: eikonal and normal-smoothness terms train, beta shrinks from sdf_beta_start to
+    nerf.sdf_beta, the saved field describes the final surface, and a killed run resumes to the same field."""
+    from meshdream.config import merge
+    from meshdream.nerf.field import load_field
+
+    cfg = merge(load_config(CoarseConfig, tiny_configs["coarse"]),
+                {"nerf": {"kind": "sdf", "sdf_beta": 0.05}, "sdf_beta_start": 0.3, "eikonal_weight": (0.1, 1.0),
+                 "normal_smooth_weight": (0.0, 1.0), "eikonal_points": 256})
+    betas = []
+    import meshdream.nerf.field as field_module
+
+    real = field_module.laplace_density
+
+    def spy(sdf, beta):
+        betas.append(beta)
+        return real(sdf, beta)
+
+    field_module.laplace_density = spy
+    try:
+        coarse("a red cube", tmp_path / "full", config=cfg, progress=False)
+    finally:
+        field_module.laplace_density = real
+    assert max(betas) == pytest.approx(0.3) and min(betas) == pytest.approx(0.05)
+    f = load_field(tmp_path / "full" / "coarse" / "field.pt")
+    assert f.is_sdf and f.beta == 0.05 and f.surface_density == pytest.approx(10.0)
+    assert trimesh.load(tmp_path / "full" / "coarse" / "mesh.ply", process=False).is_watertight
+    full = load_checkpoint(tmp_path / "full" / "coarse" / "field.pt")["field"]["state"]
+
+    with die_after("coarse", 3), pytest.raises(_Killed):
+        coarse("a red cube", tmp_path / "resumed", config=cfg, progress=False)
+    coarse("a red cube", tmp_path / "resumed", resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "resumed" / "coarse" / "field.pt")["field"]["state"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_progressive_elevation_widens_to_the_camera_range():
+    from meshdream.pipeline.coarse import cameras_at
+
+    cfg = CoarseConfig()
+    assert cameras_at(cfg, 0.3) is cfg.cameras  # off by default
+    cfg = CoarseConfig(elevation_start=(30.0, 45.0), elevation_until=0.5)
+    assert cameras_at(cfg, 0.0).elevation_range == (30.0, 45.0)
+    assert cameras_at(cfg, 0.25).elevation_range == pytest.approx((10.0, 45.0))
+    assert cameras_at(cfg, 0.5).elevation_range == (-10.0, 45.0) == cameras_at(cfg, 0.9).elevation_range
+    assert cameras_at(cfg, 0.25).distance_range == cfg.cameras.distance_range  # only the elevation changes

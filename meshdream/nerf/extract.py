@@ -83,11 +83,14 @@ def density_grid(density: Callable[[torch.Tensor], torch.Tensor], resolution: in
     return grid, C ** 3 + len(sel)
 
 
-def resolve_level(coarse: torch.Tensor, config: ExtractConfig) -> float:
-    """The density iso-level: config.threshold, or for "auto" Otsu's level on the log-densities of the
-    coarse grid [C, C, C] (at least config.min_threshold)."""
+def resolve_level(coarse: torch.Tensor, config: ExtractConfig, surface_density: float | None = None) -> float:
+    """The density iso-level: config.threshold, or for "auto" the field's own surface density when it
+    has one (an sdf field's zero level), else Otsu's level on the log-densities of the coarse grid
+    [C, C, C] (at least config.min_threshold)."""
     if config.threshold != "auto":
         return float(config.threshold)
+    if surface_density is not None:
+        return float(surface_density)
     logd = torch.log(coarse.float().clamp_min(1e-6)).cpu().numpy()
     return max(float(np.exp(otsu_level(logd))), config.min_threshold)
 
@@ -103,7 +106,7 @@ def extract_mesh(field, config: ExtractConfig, bound: float = 1.0, device: torch
     Raises MeshdreamError naming the level when the level set is empty, and naming what happened when
     the solid fills the scene box (the usual SDS collapse: density grown everywhere)."""
     coarse = sample_grid(field.density, config.coarse_resolution, bound, device)  # picks the level, then seeds the fine grid
-    level = resolve_level(coarse, config)
+    level = resolve_level(coarse, config, getattr(field, "surface_density", None))
     grid, _ = density_grid(field.density, config.resolution, config.coarse_resolution, level, bound, device, coarse=coarse)
     peak = float(grid.max())
     if not peak > level:

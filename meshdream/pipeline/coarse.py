@@ -22,7 +22,7 @@ from ..guidance import GuidanceConfig, load_guidance
 from ..guidance.base import check_prompt
 from ..nerf.background import LearnedBackground
 from ..nerf.extract import ExtractConfig, extract_mesh
-from ..nerf.field import FieldConfig, NeRFField, save_field_state
+from ..nerf.field import FieldConfig, NeRFField, eikonal_loss, normal_smoothness_loss, save_field_state
 from ..nerf.hash_grid import HashGridConfig
 from ..nerf.volume_render import OccupancyGrid, frame_border_opacity, orientation_loss, render_cameras, sparsity_loss
 from ..previews import save_strip
@@ -72,6 +72,19 @@ class CoarseConfig:
     background_lr: float = bounded(0.01, gt=0)
     orientation_weight: Tuple[float, float] = (0.0, 10.0)  # linear ramp over the run (steps with normals only)
     sparsity_weight: Tuple[float, float] = (0.0, 0.5)
+    # nerf.kind "sdf": weight of the eikonal term and how many points of the box (uniform) it checks per step
+    # ramped like the others: weak while the soft start shapes the topology (a strong one keeps the start
+    # sphere's topology: the torus's hole did not open, measured), strong at the end for a clean surface
+    eikonal_weight: Tuple[float, float] = (0.1, 0.1)
+    eikonal_points: int = bounded(4096, ge=1, le=1 << 22)
+    # nerf.kind "sdf": |n(x) - n(x + jitter)|^2 at the rendered surface points, jittered by surface_jitter
+    # (threestudio's 3D normal smoothness): against the bumpy surfaces SDS carves
+    normal_smooth_weight: Tuple[float, float] = (0.0, 0.0)
+    surface_jitter: float = bounded(0.05, ge=0)
+    # nerf.kind "sdf": start with this Laplace scale and shrink it geometrically to nerf.sdf_beta by the end
+    # (NeuS's sharpening): a soft surface lets SDS's gradient reach into a solid (a torus's hole can open),
+    # a sharp one gives a clean level set. None: nerf.sdf_beta throughout
+    sdf_beta_start: Optional[float] = bounded(None, gt=0)
     checkpoint_every: int = bounded(50, ge=1)
     preview_every: int = bounded(100, ge=0)  # 0: no previews
     preview_views: int = bounded(6, ge=1, le=64)
@@ -83,9 +96,14 @@ class CoarseConfig:
     restarts: int = bounded(3, ge=0, le=100)  # a run that fills the frame starts over from step 0 with the next seed, this many times
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
+    # progressive views (threestudio's progressive_until): the cameras' elevation range at step 0, widened
+    # linearly to cameras.elevation_range at this fraction of the run. None: the full range throughout
+    elevation_start: Optional[Tuple[float, float]] = None
+    elevation_until: float = bounded(0.5, gt=0, le=1)
     # a coarse grid (4 levels up to 32^3) keeps a 32 px prior from carving spikes; GPU presets use 16 levels
     # and a compact start blob (density > 0.5 within r < 0.76, a third of the box): DreamFusion's wider,
-    # denser blob fills 90% of the box with haze from step 0, which SDS then grows into a box-sized ball
+    # denser blob fills 90% of the box with haze from step 0, which SDS then grows into a box-sized ball.
+    # kind "density": the sdf kind opened the torus's hole but gave cubes handles (README, "The coarse field")
     nerf: FieldConfig = dataclasses.field(default_factory=lambda: FieldConfig(hash_grid=HashGridConfig(levels=4, max_resolution=32),
                                                                                blob_scale=5.0, density_bias=-2.0))
     shading: ShadingConfig = field(default_factory=ShadingConfig)
@@ -141,6 +159,26 @@ def quick_frame_check(field_: NeRFField, cfg: CoarseConfig, device: torch.device
     _, out = render_cameras(field_, cams, 24, num_samples=cfg.num_samples, bound=cfg.bound, shading="albedo",
                             background=torch.tensor(cfg.background, device=device), occupancy=occupancy, with_normals=False)
     check_frame(frame_border_opacity(out.opacity.view(4, 24, 24)), cfg, step, "4 turntable views")
+
+
+def cameras_at(cfg: CoarseConfig, frac: float) -> CameraConfig:
+    """The camera ranges at progress frac: cfg.cameras, with the elevation range widened from
+    cfg.elevation_start while frac < cfg.elevation_until."""
+    if cfg.elevation_start is None:
+        return cfg.cameras
+    p = min(frac / cfg.elevation_until, 1.0)
+    lo = tuple(ramp((a, b), p) for a, b in zip(cfg.elevation_start, cfg.cameras.elevation_range))
+    return dataclasses.replace(cfg.cameras, elevation_range=lo)
+
+
+def surface_points(cams, rendered, resolution: int, min_opacity: float = 0.5) -> torch.Tensor:
+    """Where the rays of an SDS render meet the surface: origin + depth * dir for the rays at least
+    min_opacity opaque, [P, 3], detached (they choose where regularisers look, they are not trained)."""
+    origins, _ = cams.rays(resolution, resolution)
+    o = origins.reshape(-1, 3).to(rendered.dirs.device)
+    hit = rendered.opacity.detach() > min_opacity
+    depth = rendered.depth.detach()[hit] / rendered.opacity.detach()[hit]  # the weights' mean distance
+    return o[hit] + rendered.dirs[hit] * depth[:, None]
 
 
 def _open_run(prompt, out, **_) -> RunDir:
@@ -232,9 +270,11 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
     background = torch.tensor(cfg.background, device=dev)
 
     def compute_loss(step: int, frac: float) -> tuple[torch.Tensor, str]:
+        if field_.is_sdf and cfg.sdf_beta_start is not None:
+            field_.beta = cfg.sdf_beta_start * (cfg.nerf.sdf_beta / cfg.sdf_beta_start) ** frac
         if occupancy is not None and step % cfg.occupancy.update_every == 0:
             occupancy.update(field_.density, g)
-        cams = sample_cameras(cfg.batch_size, cfg.cameras, g).to(dev)
+        cams = sample_cameras(cfg.batch_size, cameras_at(cfg, frac), g).to(dev)
         mode = shading_for_step(cfg.shading, step, g)
         images, rendered = render_cameras(field_, cams, resolution * cfg.supersample, num_samples=cfg.num_samples, bound=cfg.bound,
                                           shading=mode, background=bg_model if bg_model is not None else background,
@@ -244,6 +284,16 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
         sds = guide.sds_loss(images, embeddings, cams.azimuth, cams.elevation, frac, generator=g)
         loss = (sds.loss + ramp(cfg.orientation_weight, frac) * orientation_loss(rendered)
                 + ramp(cfg.sparsity_weight, frac) * sparsity_loss(rendered))
+        eikonal_weight, smooth_weight = ramp(cfg.eikonal_weight, frac), ramp(cfg.normal_smooth_weight, frac)
+        if field_.is_sdf and eikonal_weight > 0:
+            box = ((torch.rand(cfg.eikonal_points, 3, generator=g) * 2 - 1) * cfg.bound).to(dev)
+            loss = loss + eikonal_weight * eikonal_loss(field_, box)
+        if field_.is_sdf and smooth_weight > 0:
+            surface = surface_points(cams, rendered, resolution * cfg.supersample)
+            surface = surface + cfg.surface_jitter * torch.randn(surface.shape, generator=g).to(dev)
+            shifted = surface + cfg.surface_jitter * torch.randn(surface.shape, generator=g).to(dev)
+            if len(surface):
+                loss = loss + smooth_weight * normal_smoothness_loss(field_, surface, shifted)
         return loss, mode
 
     done_steps = [loop.start]
@@ -256,12 +306,14 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
 
     def preview(path: Path, final: bool) -> None:
         if final:
+            field_.beta = cfg.nerf.sdf_beta
             field_.eval()  # the final strip is lit; the ones along the way show the albedo
             save_checked_preview(field_, cfg, dev, occupancy, path, cfg.iters, "lambertian")
         else:
             save_checked_preview(field_, cfg, dev, occupancy, path, done_steps[0])
 
     loop.run(compute_loss, optimizer, preview, after_step)
+    field_.beta = cfg.nerf.sdf_beta  # the end of the annealing: the surface the saved field describes
     loop.checkpoint(cfg.iters)  # the trained field, so a failed extraction can be retried without training
     try:
         vertices, faces, colours = extract_mesh(field_, cfg.extract, cfg.bound, dev)
