@@ -84,6 +84,19 @@ def test_texture_texel_centres():
     assert torch.allclose(out.flatten(), torch.tensor([0.0, 1.0, 0.5]))
 
 
+
+def test_binned_bands_match_reference_on_a_tall_image():
+    """The kernel bins triangles by 8-row bands: triangles spanning many bands, ones partly off screen and
+    ones behind the camera (w <= 0) give the reference's coverage and ids on a 77 x 50 image."""
+    pos, tri = random_scene(B=2, V=200, F=300, seed=3, dtype=torch.float32)
+    pos[:, :40, 3] = -pos[:, :40, 3].abs()  # some vertices behind the camera
+    pos[:, 40:80, :2] *= 4  # some triangles reach far outside the frame
+    r_cpu, _ = dr.rasterize(CPU, pos, tri, (77, 50))
+    r_ref, _ = dr.rasterize(dr.get_context("cpu", "reference"), pos, tri, (77, 50))
+    assert (r_cpu[..., 3] > 0).float().mean() > 0.3  # a busy frame, not an empty one
+    assert torch.equal(r_cpu[..., 3], r_ref[..., 3])
+    assert torch.allclose(r_cpu, r_ref, atol=1e-5)
+
 def test_gradcheck_rasterize():
     pos, tri = random_scene(B=1, V=12, F=5)
     p = pos.clone().requires_grad_()
