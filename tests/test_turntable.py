@@ -32,6 +32,39 @@ def test_frames_show_a_lit_view_beside_a_normals_view(tmp_path):
     assert lit[16:48, 16:48].std() > 10
 
 
+
+def test_shading_only_covered_pixels_gives_the_full_frame_result(tmp_path):
+    """iter_views shades the covered pixels alone (speed): the frames equal shading every pixel and
+    painting the background white afterwards, byte for byte."""
+    import torch
+
+    from meshdream import raster as dr
+    from meshdream.asset import normals_of
+    from meshdream.cameras import turntable_cameras
+    from meshdream.shading import shade
+    from meshdream.turntable import _key_lights, _texture_of, iter_views
+
+    asset = load_asset(RunDir(textured_run(tmp_path)))
+    cams = turntable_cameras(3, elevation_deg=15.0, distance=2.0)
+    ours = np.concatenate(list(iter_views(asset, cams, 48)))
+    ctx = dr.get_context("cpu")
+    uvs, texture = _texture_of(asset)
+    v = torch.from_numpy(np.ascontiguousarray(asset.vertices, np.float32))
+    tri = torch.from_numpy(np.ascontiguousarray(asset.faces, np.int32))
+    attrs = torch.cat([v, torch.from_numpy(normals_of(asset)), torch.from_numpy(np.ascontiguousarray(uvs, np.float32))], -1)
+    pos = torch.einsum("bij,vj->bvi", cams.mvp(), torch.cat([v, torch.ones_like(v[:, :1])], -1)).contiguous()
+    rast, _ = dr.rasterize(ctx, pos, tri, (48, 48))
+    interp, _ = dr.interpolate(attrs.unsqueeze(0).contiguous(), rast, tri)
+    n = interp[..., 3:6] / interp[..., 3:6].norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    albedo = dr.texture(torch.from_numpy(np.ascontiguousarray(texture)).unsqueeze(0), interp[..., 6:8].contiguous(),
+                        filter_mode="linear", boundary_mode="clamp")
+    lit = shade(albedo, n, interp[..., :3], _key_lights(cams).view(-1, 1, 1, 3), "lambertian", 0.35, 0.75)
+    mask = (rast[..., 3:4] > 0).float()
+    colour = dr.antialias((torch.cat([lit, n * 0.5 + 0.5], -1) * mask + (1 - mask)).contiguous(), rast, pos, tri)
+    full = (torch.flip(colour, dims=[1]).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    assert 0.05 < mask.mean() < 0.95
+    np.testing.assert_array_equal(ours, full)
+
 def test_mp4_is_h264_at_the_asked_size_and_length(tmp_path):
     frames = np.random.default_rng(0).integers(0, 255, (10, 32, 64, 3), dtype=np.uint8)
     path = tmp_path / "t.mp4"
