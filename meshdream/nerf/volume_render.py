@@ -10,6 +10,11 @@ import torch
 from ..shading import shade
 
 
+# a sample gets a shading normal (4 density evaluations, with gradients) when its weight in the
+# gradient-free first pass exceeds this; the others shade as ambient only
+NORMALS_MIN_WEIGHT = 1e-3
+
+
 @dataclass
 class RenderOutput:
     """Per ray: rgb [R, 3], opacity [R], depth [R]; per sample (for regularisers): weights [R, S],
@@ -128,7 +133,7 @@ def render_rays(
             a0 = 1 - torch.exp(-d0.view(R, S) * delta)
             t0 = torch.cumprod(torch.cat([torch.ones(R, 1, device=device, dtype=a0.dtype), 1 - a0 + 1e-10], 1), 1)[:, :-1]
             active = active & (t0.reshape(-1) > 1e-3)
-            visible = (a0 * t0).reshape(-1) > 1e-3  # samples that show in the image: they get normals
+            visible = (a0 * t0).reshape(-1) > NORMALS_MIN_WEIGHT  # samples that show in the image: they get normals
     idx = active.nonzero().squeeze(1)
     density = torch.zeros(R * S, device=device, dtype=origins.dtype)
     colour = torch.zeros(R * S, 3, device=device, dtype=origins.dtype)
