@@ -11,6 +11,8 @@
 // u = l0 / (l0 + l1 + l2), v = l1 / (...), l_i = det(p_j, p_k, q) in (x, y, w).
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "kernels.h"
 #include "raster_common.h"
@@ -29,6 +31,12 @@ struct Setup {
     bool ok = false;
 };
 
+// Whether lam / s < 0, without the division, for finite s != 0: the quotient is negative exactly when lam is
+// nonzero and of the other sign, unless it rounds to zero. It never does for float positions: their
+// products and sums in double stay finite and within ~1e-200 of each other, far from double's underflow
+// (~1e-308), so the kernel takes this exit (most tested pixels are outside) only for float input.
+inline bool outside(double lam, double s) { return lam != 0 && ((lam < 0) != (s < 0)); }
+
 template <typename T>
 Array<T> rasterize_fwd(Array<T> pos, Array<int32_t> tri, int H, int W) {
     if (pos.ndim() != 3 || pos.shape(2) != 4) throw std::invalid_argument("pos must be [B, V, 4]");
@@ -43,6 +51,7 @@ Array<T> rasterize_fwd(Array<T> pos, Array<int32_t> tri, int H, int W) {
     std::fill(R, R + B * H * W * 4, T(0));
     const int band = 8;
     const int64_t bands = (H + band - 1) / band;
+    constexpr bool sign_test = std::is_same<T, float>::value;
     {
         py::gil_scoped_release release;
         std::vector<double> depth((size_t)B * H * W, std::numeric_limits<double>::infinity());
@@ -95,6 +104,9 @@ Array<T> rasterize_fwd(Array<T> pos, Array<int32_t> tri, int H, int W) {
                 for (int64_t k = s.ya / band; k <= s.yb / band; ++k) order[(size_t)fill[b * bands + k]++] = (int32_t)(bf % F);
             }
         }
+        // pixel-centre x in ndc per column, the same expression as per pixel before (identical values)
+        std::vector<double> xs((size_t)W);
+        for (int64_t px = 0; px < W; ++px) xs[(size_t)px] = (px + 0.5) / W * 2 - 1;
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t job = 0; job < B * bands; ++job) {
             const int64_t b = job / bands, y0 = (job % bands) * band, y1 = std::min<int64_t>(H, y0 + band);
@@ -109,11 +121,12 @@ Array<T> rasterize_fwd(Array<T> pos, Array<int32_t> tri, int H, int W) {
                 for (int64_t py_ = ya; py_ <= yb; ++py_) {
                     const double Y = (py_ + 0.5) / H * 2 - 1;
                     for (int64_t px = xa; px <= xb; ++px) {
-                        const double X = (px + 0.5) / W * 2 - 1;
+                        const double X = xs[(size_t)px];
                         const double q[3] = {X, Y, 1.0};  // lambdas(t, X, Y, lam), the same arithmetic
                         const double lam[3] = {dot3(c[0], q), dot3(c[1], q), dot3(c[2], q)};
                         const double s = lam[0] + lam[1] + lam[2];
                         if (s == 0) continue;
+                        if (sign_test && std::isfinite(s) && (outside(lam[0], s) || outside(lam[1], s) || outside(lam[2], s))) continue;
                         const double b0 = lam[0] / s, b1 = lam[1] / s, b2 = lam[2] / s;
                         if (b0 < 0 || b1 < 0 || b2 < 0) continue;
                         const double w = b0 * t.p[0][2] + b1 * t.p[1][2] + b2 * t.p[2][2];

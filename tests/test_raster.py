@@ -97,6 +97,27 @@ def test_binned_bands_match_reference_on_a_tall_image():
     assert torch.equal(r_cpu[..., 3], r_ref[..., 3])
     assert torch.allclose(r_cpu, r_ref, atol=1e-5)
 
+def test_float_kernel_sign_exit_equals_the_division():
+    """For float32 positions the kernel rejects a pixel by the signs of its barycentric numerators before
+    dividing (speed); the float64 kernel divides as before. Same double arithmetic otherwise, so both give
+    the same ids and the same values (cast to float32), here on triangles with vertices on pixel centres
+    (numerators exactly 0 on their edges), both windings, off-screen and behind-camera vertices."""
+    g = torch.Generator().manual_seed(5)
+    xs = (torch.arange(12, dtype=torch.float64) + 0.5) / 12 * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, xs, indexing="xy"), -1).reshape(-1, 2)
+    grid_pos = torch.cat([grid, torch.full((len(grid), 1), 0.3), torch.ones(len(grid), 1)], -1)
+    tri = torch.randint(0, len(grid), (150, 3), generator=g, dtype=torch.int32)
+    tri = torch.cat([tri, tri.flip(1)])  # both windings: sums of either sign
+    rand_pos, rand_tri = random_scene(B=2, V=200, F=300, seed=7, dtype=torch.float64)
+    rand_pos[:, :30, 3] = -rand_pos[:, :30, 3]
+    rand_pos[:, 30:60, :2] *= 4
+    for pos, t, size in ((grid_pos[None].float(), tri, (12, 12)), (rand_pos.float(), rand_tri, (45, 38))):
+        r32 = torch.from_numpy(cpu._C.rasterize_fwd_f32(pos.numpy(), t.numpy(), *size))
+        r64 = torch.from_numpy(cpu._C.rasterize_fwd_f64(pos.double().numpy(), t.numpy(), *size))
+        assert (r32[..., 3] > 0).any()
+        assert torch.equal(r32, r64.float())
+
+
 def test_gradcheck_rasterize():
     pos, tri = random_scene(B=1, V=12, F=5)
     p = pos.clone().requires_grad_()
