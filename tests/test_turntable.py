@@ -88,6 +88,32 @@ def test_generate_turntables_gif_and_mp4(tmp_path, monkeypatch):
     assert tuple(meta["size"]) == (128, 64) and len(frames) == 8 and meta["codec"].startswith("h264")
 
 
+def test_gif_encoded_beside_the_mp4_gives_the_same_files(tmp_path, monkeypatch):
+    """turntable_of_run encodes the GIF on a worker thread while the MP4 renders: both files equal encoding
+    them one after the other, byte for byte; when the MP4 fails the GIF is still written."""
+    from meshdream import turntable
+
+    run = textured_run(tmp_path)
+    for name, value in (("GIF_VIEWS", 4), ("GIF_SIZE", 32), ("VIDEO_SIZE", 64)):
+        monkeypatch.setattr(turntable, name, value)
+    monkeypatch.setitem(turntable.DEFAULT_VIEWS, "mp4", 6)
+    turntable_of_run(RunDir(run))
+    asset = load_asset(RunDir(run))
+    assert (run / "turntable.gif").read_bytes() == turntable.gif_bytes(turntable_frames(asset, 4, 32))
+    assert (run / "turntable.mp4").read_bytes() == mp4_bytes(turntable.iter_turntable_frames(asset, 6, 64))
+
+    (run / "turntable.gif").unlink()
+    (run / "turntable.mp4").unlink()
+
+    def broken(frames):
+        raise OSError("no ffmpeg")
+
+    monkeypatch.setattr(turntable, "mp4_bytes", broken)
+    with pytest.raises(OSError, match="no ffmpeg"):
+        turntable_of_run(RunDir(run))
+    assert Image.open(run / "turntable.gif").n_frames == 4 and not (run / "turntable.mp4").exists()
+
+
 def test_default_turntable_is_512px_and_4_to_6_seconds():
     from meshdream import turntable
 
