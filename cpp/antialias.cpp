@@ -9,6 +9,7 @@
 // coverage. t moves with the edge's screen position, which carries the gradient to the positions.
 // Pairs are independent given the input colours; each image is processed by one thread.
 #include <cmath>
+#include <vector>
 
 #include "kernels.h"
 #include "raster_common.h"
@@ -77,15 +78,18 @@ template <typename T, typename Fn>
 void for_each_pair(const T* R, const T* P, const int32_t* I, int64_t F, int64_t b, int64_t H, int64_t W, int64_t V, Fn fn) {
     const T* rb = R + b * H * W * 4;
     const T* pb = P + b * V * 4;
+    // each pixel's triangle id + 1 (0: none), read once: every pixel is in up to four pairs
+    std::vector<int64_t> ids((size_t)(H * W));
+    for (int64_t i = 0; i < H * W; ++i) ids[(size_t)i] = triangle_of(rb[4 * i + 3], F) + 1;
     for (int64_t y = 0; y < H; ++y)
         for (int64_t x = 0; x < W; ++x)
             for (int axis = 0; axis < 2; ++axis) {
                 const int64_t x2 = x + (axis == 0), y2 = y + (axis == 1);
                 if (x2 >= W || y2 >= H) continue;
+                const int64_t ta = ids[(size_t)(y * W + x)], tn = ids[(size_t)(y2 * W + x2)];
+                if (ta == tn) continue;
                 const T* ra = rb + 4 * (y * W + x);
                 const T* rn = rb + 4 * (y2 * W + x2);
-                const int64_t ta = triangle_of(ra[3], F) + 1, tn = triangle_of(rn[3], F) + 1;
-                if (ta == tn) continue;
                 bool a_front = tn == 0 || (ta != 0 && ra[2] < rn[2]);
                 const int64_t f = a_front ? y * W + x : y2 * W + x2;
                 const int64_t o = a_front ? y2 * W + x2 : y * W + x;

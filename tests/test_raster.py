@@ -164,6 +164,31 @@ def test_antialias_ignores_interior_edges():
     assert inside.all() and torch.equal(out[0, 5:11, 5:11], color[0, 5:11, 5:11])
 
 
+def test_antialias_reads_ids_like_the_raster_does():
+    """antialias reads each pixel's triangle id once (speed) through the same rounding and range check: ids
+    near an integer round to it, ids outside [1, F] are background, in the forward and the backward pass."""
+    pos, tri = random_scene(B=2, V=60, F=40, seed=11)
+    rast, _ = dr.rasterize(CPU, pos, tri, (20, 24))
+    color = torch.rand(2, 20, 24, 3, dtype=torch.float64)
+    odd = rast.clone()
+    covered = odd[..., 3] > 0
+    odd[..., 3] = torch.where(covered, odd[..., 3] + 0.3, odd[..., 3])  # rounds back to the same id
+    odd[0, :3, :, 3] = 41.0  # beyond F: background
+    odd[1, :, :2, 3] = -2.0  # negative: background
+    bg = rast.clone()
+    bg[0, :3, :, 3] = 0
+    bg[1, :, :2, 3] = 0
+    assert covered[0, :3].any() or covered[1, :, :2].any()
+    grad = torch.randn(2, 20, 24, 3, dtype=torch.float64)
+    outs = []
+    for r in (odd, bg):
+        c, p = color.clone().requires_grad_(), pos.clone().requires_grad_()
+        out = dr.antialias(c, r, p, tri)
+        (out * grad).sum().backward()
+        outs.append((out.detach(), c.grad, p.grad))
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
 def test_range_mode():
     pos, tri = random_scene(B=1, V=40, F=10, dtype=torch.float32)
     ranges = torch.tensor([[0, 4], [4, 6]])
