@@ -67,8 +67,9 @@ class Analytic(torch.nn.Module):
         return torch.full((len(x), 3), 0.5)
 
 
-def _extract(inside, **kw):
-    cfg = ExtractConfig(resolution=64, coarse_resolution=32, target_faces=4000, **kw)
+def _extract(inside, close_radius=2, **kw):
+    # a 64^3 grid: the closing radius counts voxels of this grid (2 here: thin-shell holes, not a torus's)
+    cfg = ExtractConfig(resolution=64, coarse_resolution=32, target_faces=4000, close_radius=close_radius, **kw)
     return extract_mesh(Analytic(inside), cfg)
 
 
@@ -99,6 +100,26 @@ def test_torus_keeps_its_tunnel_and_floaters_go():
 
     v, f, _ = _extract(inside)
     assert _topology(v, f) == (1, True, 0, 0, 1)
+
+
+def test_default_closing_removes_a_handle_on_a_cube_and_keeps_a_torus_hole():
+    # what SDS leaves on the sdf field's cubes: a thin bridge over a groove in a face (a handle, genus 1).
+    # The default extraction (128^3, closing radius 12 voxels) must give a genus-0 cube, and still keep
+    # the hole of the embedded prior's torus (major radius 0.62, minor 0.28: hole radius 0.34)
+    def cube_with_handle(x):
+        cube = (x.abs() < 0.6).all(dim=-1)
+        groove = (x[:, 1] > 0.45) & (x[:, 0].abs() < 0.08)  # 0.16 wide, 0.15 deep, across the top face
+        bridge = (x[:, 1] > 0.55) & (x[:, 1] < 0.6) & (x[:, 2].abs() < 0.05) & (x[:, 0].abs() < 0.1)
+        return (cube & ~groove) | bridge
+
+    def prior_torus(x):
+        q = torch.stack([(x[:, 0] ** 2 + x[:, 2] ** 2).sqrt() - 0.62, x[:, 1]], -1)
+        return q.norm(dim=-1) < 0.28
+
+    cfg = ExtractConfig(target_faces=4000)
+    assert _topology(*extract_mesh(Analytic(cube_with_handle), ExtractConfig(target_faces=4000, close_radius=0))[:2])[4] == 1
+    assert _topology(*extract_mesh(Analytic(cube_with_handle), cfg)[:2]) == (1, True, 0, 0, 0)
+    assert _topology(*extract_mesh(Analytic(prior_torus), cfg)[:2]) == (1, True, 0, 0, 1)
 
 
 def test_solid_touching_the_box_is_closed():

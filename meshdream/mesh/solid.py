@@ -31,10 +31,19 @@ def otsu_level(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[k + 1])
 
 
-def _ball(radius: int) -> np.ndarray:
-    r = np.arange(-radius, radius + 1)
-    x, y, z = np.meshgrid(r, r, r, indexing="ij")
-    return (x * x + y * y + z * z) <= radius * radius + 1e-9
+def close_ball(inside: np.ndarray, radius: int) -> np.ndarray:
+    """Morphological closing of inside [N, N, N] by a ball of ``radius`` voxels (|d|^2 <= radius^2), plus
+    the input itself, by two exact Euclidean distance transforms: the same voxels as
+    ``ndimage.binary_closing`` with a ball structure on a padded grid (tested), but its cost does not
+    grow with the ball's volume, so radii of 10+ voxels take a second, not minutes.
+    """
+    from scipy import ndimage
+
+    pad = radius + 1  # the box border must not erode a solid that touches it
+    padded = np.pad(inside, pad)
+    dilated = ndimage.distance_transform_edt(~padded) <= radius  # within radius of the solid
+    closed = ndimage.distance_transform_edt(dilated) > radius  # the ball fits inside the dilation
+    return closed[pad:-pad, pad:-pad, pad:-pad] | inside
 
 
 def clean_solid(inside: np.ndarray, close_radius: int = 2, fill_cavities: bool = True,
@@ -50,9 +59,7 @@ def clean_solid(inside: np.ndarray, close_radius: int = 2, fill_cavities: bool =
     counts = {"closed": 0, "cavities_filled": 0, "removed_parts": 0}
     out = inside
     if close_radius > 0:
-        pad = close_radius + 1
-        padded = np.pad(out, pad)
-        closed = ndimage.binary_closing(padded, structure=_ball(close_radius))[pad:-pad, pad:-pad, pad:-pad] | out
+        closed = close_ball(out, close_radius)
         counts["closed"] = int(closed.sum() - out.sum())
         out = closed
     if fill_cavities:

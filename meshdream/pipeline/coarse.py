@@ -79,12 +79,12 @@ class CoarseConfig:
     eikonal_points: int = bounded(4096, ge=1, le=1 << 22)
     # nerf.kind "sdf": |n(x) - n(x + jitter)|^2 at the rendered surface points, jittered by surface_jitter
     # (threestudio's 3D normal smoothness): against the bumpy surfaces SDS carves
-    normal_smooth_weight: Tuple[float, float] = (0.0, 0.0)
+    normal_smooth_weight: Tuple[float, float] = (0.0, 1.0)
     surface_jitter: float = bounded(0.05, ge=0)
     # nerf.kind "sdf": start with this Laplace scale and shrink it geometrically to nerf.sdf_beta by the end
     # (NeuS's sharpening): a soft surface lets SDS's gradient reach into a solid (a torus's hole can open),
     # a sharp one gives a clean level set. None: nerf.sdf_beta throughout
-    sdf_beta_start: Optional[float] = bounded(None, gt=0)
+    sdf_beta_start: Optional[float] = bounded(0.3, gt=0)
     checkpoint_every: int = bounded(50, ge=1)
     preview_every: int = bounded(100, ge=0)  # 0: no previews
     preview_views: int = bounded(6, ge=1, le=64)
@@ -95,7 +95,9 @@ class CoarseConfig:
     collapse_check_every: int = bounded(25, ge=0)  # cheap frame-fill check (4 small views) this often; 0: only at previews
     restarts: int = bounded(3, ge=0, le=100)  # a run that fills the frame starts over from step 0 with the next seed, this many times
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    cameras: CameraConfig = field(default_factory=CameraConfig)
+    # views from 30-45 degrees up: the prior shows a torus's hole only from above (its SDS update asks for
+    # the hole at 45 degrees, hardly at 0-30: scripts/probe_sds_update.py); refine's cameras still see the underside
+    cameras: CameraConfig = field(default_factory=lambda: CameraConfig(elevation_range=(30.0, 45.0)))
     # progressive views (threestudio's progressive_until): the cameras' elevation range at step 0, widened
     # linearly to cameras.elevation_range at this fraction of the run. None: the full range throughout
     elevation_start: Optional[Tuple[float, float]] = None
@@ -103,8 +105,10 @@ class CoarseConfig:
     # a coarse grid (4 levels up to 32^3) keeps a 32 px prior from carving spikes; GPU presets use 16 levels
     # and a compact start blob (density > 0.5 within r < 0.76, a third of the box): DreamFusion's wider,
     # denser blob fills 90% of the box with haze from step 0, which SDS then grows into a box-sized ball.
-    # kind "density": the sdf kind opened the torus's hole but gave cubes handles (README, "The coarse field")
-    nerf: FieldConfig = dataclasses.field(default_factory=lambda: FieldConfig(hash_grid=HashGridConfig(levels=4, max_resolution=32),
+    # kind "sdf" (density from a signed distance, VolSDF): the density kind never opened a torus's hole
+    # (0 of 10 tori); the handles the sdf kind leaves on cubes are closed at extraction (extract.close_radius).
+    # README, "The coarse field", has the measurements. blob_scale / density_bias serve kind "density"
+    nerf: FieldConfig = dataclasses.field(default_factory=lambda: FieldConfig(kind="sdf", hash_grid=HashGridConfig(levels=4, max_resolution=32),
                                                                                blob_scale=5.0, density_bias=-2.0))
     shading: ShadingConfig = field(default_factory=ShadingConfig)
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
