@@ -3,6 +3,7 @@ import torch
 import trimesh
 from click.testing import CliRunner
 
+from meshdream.cameras import CameraConfig
 from meshdream.checkpoint import load_checkpoint
 from meshdream.cli import cli
 from meshdream.config import load_config, to_dict
@@ -130,13 +131,15 @@ def test_empty_surface_is_a_clear_error(tmp_path, tiny_configs):
     assert r.exit_code == 0 and steps == [] and (tmp_path / "r" / "coarse" / "mesh.ply").is_file(), r.output
 
 
-def test_field_filling_the_frame_starts_over_with_the_next_seed_then_stops(tmp_path, tiny_configs, capsys):
+@pytest.mark.parametrize("start", [{"kind": "sdf", "sdf_radius": 3.0}, {"kind": "density", "blob_scale": 50.0, "blob_std": 3.0}],
+                         ids=["sdf", "density"])
+def test_field_filling_the_frame_starts_over_with_the_next_seed_then_stops(tmp_path, tiny_configs, capsys, start):
     from meshdream.config import merge
     from meshdream.errors import MeshdreamError
 
-    # a start blob wider than the box: every view's border is opaque from step 1 on
+    # a start sphere / blob wider than the box: every view's border is opaque from step 1 on
     cfg = merge(load_config(CoarseConfig, tiny_configs["coarse"]),
-                {"nerf": {"blob_scale": 50.0, "blob_std": 3.0}, "collapse_check_every": 1, "restarts": 1, "iters": 3, "seed": 7})
+                {"nerf": start, "collapse_check_every": 1, "restarts": 1, "iters": 3, "seed": 7})
     with pytest.raises(MeshdreamError, match=r"at step 1 the field fills the frame.*every seed tried \(7, 8\)"):
         coarse("a red cube", tmp_path / "run", config=cfg, progress=False)
     assert "starting over with seed 8 (1 of 1 restarts)" in capsys.readouterr().out
@@ -184,7 +187,7 @@ def test_progressive_elevation_widens_to_the_camera_range():
 
     cfg = CoarseConfig()
     assert cameras_at(cfg, 0.3) is cfg.cameras  # off by default
-    cfg = CoarseConfig(elevation_start=(30.0, 45.0), elevation_until=0.5)
+    cfg = CoarseConfig(elevation_start=(30.0, 45.0), elevation_until=0.5, cameras=CameraConfig(elevation_range=(-10.0, 45.0)))
     assert cameras_at(cfg, 0.0).elevation_range == (30.0, 45.0)
     assert cameras_at(cfg, 0.25).elevation_range == pytest.approx((10.0, 45.0))
     assert cameras_at(cfg, 0.5).elevation_range == (-10.0, 45.0) == cameras_at(cfg, 0.9).elevation_range
