@@ -215,8 +215,10 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
         except FrameFilledError as e:
             seeds.append(e.config.seed)
             if len(seeds) > e.config.restarts:
-                raise MeshdreamError(f"{e} with every seed tried ({', '.join(map(str, seeds))}). Try other seeds (--seed), a "
-                                     "smaller start blob (nerf.blob_scale), or a higher sparsity_weight in the coarse config") from None
+                start = ("a smaller start sphere (nerf.sdf_radius)" if e.config.nerf.kind == "sdf"
+                         else "a smaller start blob (nerf.blob_scale)")
+                raise MeshdreamError(f"{e} with every seed tried ({', '.join(map(str, seeds))}). Try other seeds (--seed), "
+                                     f"{start}, or a higher sparsity_weight in the coarse config") from None
             config, seed, iters, guidance, resume = dataclasses.replace(e.config, seed=e.config.seed + 1), None, None, None, False
             print(f"{e}; starting over with seed {config.seed} ({len(seeds)} of {config.restarts} restarts)", flush=True)
 
