@@ -46,18 +46,35 @@ def close_ball(inside: np.ndarray, radius: int) -> np.ndarray:
     return closed[pad:-pad, pad:-pad, pad:-pad] | inside
 
 
-def clean_solid(inside: np.ndarray, close_radius: int = 2, fill_cavities: bool = True,
-                keep_largest: bool = True) -> tuple[np.ndarray, dict]:
-    """inside [N, N, N] bool -> cleaned bool mask and counts {closed, cavities_filled, removed_parts}.
+def _parts(solid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """6-connected parts of solid (the solid's connectivity in marching cubes): labels [N, N, N], sizes [n]."""
+    from scipy import ndimage
 
-    Closing (dilate then erode by a ball of ``close_radius`` voxels) seals holes narrower than about
-    2 * close_radius voxels; it is done on a padded grid so the box border does not erode the solid.
+    labels, n = ndimage.label(solid)
+    return labels, np.bincount(labels.ravel(), minlength=n + 1)[1:]
+
+
+def clean_solid(inside: np.ndarray, close_radius: int = 2, fill_cavities: bool = True,
+                keep_largest: bool = True, floater_fraction: float = 0.05) -> tuple[np.ndarray, dict]:
+    """inside [N, N, N] bool -> cleaned bool mask and counts {floaters, closed, cavities_filled, removed_parts}.
+
+    First the floaters go: parts with fewer than ``floater_fraction`` of the largest part's voxels (a wide
+    closing would otherwise bridge a floater near the surface to the body: a handle). Closing (dilate then
+    erode by a ball of ``close_radius`` voxels) seals holes narrower than about 2 * close_radius voxels; it is
+    done on a padded grid so the box border does not erode the solid. Then cavities are filled and only the
+    largest part is kept.
     """
     from scipy import ndimage
 
     inside = np.asarray(inside, dtype=bool)
-    counts = {"closed": 0, "cavities_filled": 0, "removed_parts": 0}
+    counts = {"floaters": 0, "closed": 0, "cavities_filled": 0, "removed_parts": 0}
     out = inside
+    if floater_fraction > 0 and out.any():
+        labels, sizes = _parts(out)
+        big = sizes >= floater_fraction * sizes.max()
+        if not big.all():
+            out = big[labels - 1] & out  # label 0 (empty) indexes the last part: masked by out
+            counts["floaters"] = int((~big).sum())
     if close_radius > 0:
         closed = close_ball(out, close_radius)
         counts["closed"] = int(closed.sum() - out.sum())
@@ -69,11 +86,10 @@ def clean_solid(inside: np.ndarray, close_radius: int = 2, fill_cavities: bool =
         counts["cavities_filled"] = int(filled.sum() - out.sum())
         out = filled
     if keep_largest and out.any():
-        labels, n = ndimage.label(out)  # 6-connectivity: the solid's connectivity in marching cubes
-        if n > 1:
-            sizes = np.bincount(labels.ravel())[1:]
+        labels, sizes = _parts(out)
+        if len(sizes) > 1:
             out = labels == (1 + int(np.argmax(sizes)))
-            counts["removed_parts"] = int(n - 1)
+            counts["removed_parts"] = int(len(sizes) - 1)
     return out, counts
 
 

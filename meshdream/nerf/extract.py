@@ -30,6 +30,9 @@ class ExtractConfig:
     close_radius: int = bounded(12, ge=0, le=64)
     fill_cavities: bool = True  # what the outside cannot reach is inside: no hollow shells
     keep_largest: bool = True  # one part: drop floaters (6-connected parts but the largest)
+    # before the closing, drop parts with fewer voxels than this fraction of the largest: a wide closing
+    # would bridge a floater near the surface to the body (a handle). 0: keep them until keep_largest
+    floater_fraction: float = bounded(0.05, ge=0, le=1)
     smooth_iterations: int = bounded(10, ge=0, le=1000)  # Taubin smoothing of the mesh (volume-preserving): 0 = off
     target_faces: int = bounded(20000, ge=0)  # decimate to about this many faces (0: keep all)
     min_component_fraction: float = bounded(0.05, ge=0, le=1)  # drop floaters smaller than this fraction of the largest part
@@ -118,7 +121,8 @@ def extract_mesh(field, config: ExtractConfig, bound: float = 1.0, device: torch
         raise MeshdreamError(f"the density never exceeds the extraction threshold {round(level, 4)} (peak density "
                              f"{peak:.3g}): the surface is empty. Lower extract.threshold in the config or train longer")
     values = grid.float().cpu().numpy()
-    solid, _ = clean_solid(values > level, config.close_radius, config.fill_cavities, config.keep_largest)
+    solid, _ = clean_solid(values > level, config.close_radius, config.fill_cavities, config.keep_largest,
+                           config.floater_fraction)
     filled = border_fraction(solid)
     if filled > config.max_border_fraction:
         raise MeshdreamError(
