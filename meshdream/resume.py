@@ -19,7 +19,7 @@ T = TypeVar("T")
 # dotted config keys (a trailing ".*" covers a whole section)
 SAFE_ON_RESUME = (
     "iters", "lr", "mlp_lr_scale", "background_lr", "lr_texture", "lr_vertices", "checkpoint_every", "preview_every", "preview_views", "preview_resolution",
-    "orientation_weight", "sparsity_weight", "eikonal_weight", "normal_smooth_weight", "laplacian_weight", "normal_weight", "max_frame_fill",
+    "orientation_weight", "sparsity_weight", "border_weight", "border_width", "eikonal_weight", "normal_smooth_weight", "laplacian_weight", "normal_weight", "max_frame_fill",
     "collapse_check_every", "restarts",
     "guidance.guidance_scale", "guidance.grad_clip", "guidance.t_min", "guidance.t_max", "guidance.t_max_end", "extract.*",
 )

@@ -3,7 +3,7 @@ import math
 import torch
 
 from meshdream.cameras import make_cameras
-from meshdream.nerf.volume_render import OccupancyGrid, orientation_loss, ray_box, render_cameras, render_rays, sparsity_loss
+from meshdream.nerf.volume_render import OccupancyGrid, border_opacity_loss, frame_border_opacity, orientation_loss, ray_box, render_cameras, render_rays, sparsity_loss
 
 
 class ConstantSphere(torch.nn.Module):
@@ -85,3 +85,19 @@ def test_regularisers():
     out.normals = -out.normals
     assert orientation_loss(out) > 0.5
     assert math.isclose(float(sparsity_loss(out)), math.sqrt(float(out.opacity) ** 2 + 0.01), rel_tol=1e-5)
+
+
+def test_border_opacity_loss_sees_only_the_ring():
+    opacity = torch.zeros(2, 16, 16)
+    opacity[:, 2:-2, 2:-2] = 1.0  # an object inside the frame: no penalty however opaque
+    assert float(border_opacity_loss(opacity, 2)) == 0.0
+    opacity = torch.rand(2, 16, 16, requires_grad=True)
+    loss = border_opacity_loss(opacity, 2)
+    ring = torch.ones(16, 16, dtype=torch.bool)
+    ring[2:-2, 2:-2] = False
+    assert math.isclose(float(loss.detach()), float(opacity.detach()[:, ring].mean()), rel_tol=1e-5)
+    loss.backward()
+    assert (opacity.grad[:, ~ring] == 0).all() and (opacity.grad[:, ring] > 0).all()
+    # width 1 is the ring the frame-fill check reads
+    full = torch.ones(3, 8, 8)
+    assert float(border_opacity_loss(full, 1)) == frame_border_opacity(full) == 1.0

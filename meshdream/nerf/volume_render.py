@@ -198,6 +198,15 @@ def frame_border_opacity(opacity: torch.Tensor) -> float:
     return float(ring.float().mean())
 
 
+def border_opacity_loss(opacity: torch.Tensor, width: int) -> torch.Tensor:
+    """Mean opacity of the outer ``width``-pixel ring of opacity [B, H, W], differentiable: penalises a field
+    that reaches the edge of the views (the object must lie inside the frame, as every training image of a
+    text-to-image prior shows it), the early sign of the fill-the-frame collapse."""
+    B, H, W = opacity.shape
+    inner = opacity[:, width:H - width, width:W - width]
+    return (opacity.sum((1, 2)) - inner.sum((1, 2))).mean() / (H * W - inner[0].numel())
+
+
 def orientation_loss(out: RenderOutput) -> torch.Tensor:
     """DreamFusion: penalise visible normals facing away from the camera, sum_i w_i max(0, n_i . d)^2."""
     if out.normals is None:
