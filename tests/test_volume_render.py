@@ -1,3 +1,4 @@
+import pytest
 import math
 
 import torch
@@ -101,3 +102,43 @@ def test_border_opacity_loss_sees_only_the_ring():
     # width 1 is the ring the frame-fill check reads
     full = torch.ones(3, 8, 8)
     assert float(border_opacity_loss(full, 1)) == frame_border_opacity(full) == 1.0
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0], ids=["without", "with"])
+def test_border_term_pulls_a_frame_filling_field_back_inside_the_frame(weight):
+    """The coarse stage's border term on a real sdf field: a start sphere wider than the frame shrinks
+    away from the views' edges, while a term standing in for SDS (which wants an object) keeps the middle
+    of the frame opaque. Without the border term the field keeps filling the frame."""
+    from meshdream.cameras import CameraConfig, sample_cameras, turntable_cameras
+    from meshdream.nerf.field import FieldConfig, NeRFField
+    from meshdream.nerf.hash_grid import HashGridConfig
+
+    torch.manual_seed(0)
+    field_ = NeRFField(FieldConfig(kind="sdf", sdf_radius=1.0, hash_grid=HashGridConfig(levels=2, max_resolution=16)))
+    views = turntable_cameras(4, elevation_deg=45.0)
+
+    def border_and_middle():
+        with torch.no_grad():
+            _, out = render_cameras(field_, views, 16, num_samples=24, bound=1.0, shading="albedo", background=torch.ones(3),
+                                    with_normals=False)
+        opacity = out.opacity.view(4, 16, 16)
+        return frame_border_opacity(opacity), float(opacity[:, 6:10, 6:10].mean())
+
+    border0, middle0 = border_and_middle()
+    assert border0 > 0.5 and middle0 > 0.99  # fills the frame
+    optimizer = torch.optim.Adam(field_.parameters(), lr=0.01)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        cams = sample_cameras(2, CameraConfig(elevation_range=(40.0, 60.0)), g)
+        _, out = render_cameras(field_, cams, 16, num_samples=24, bound=1.0, shading="albedo", background=torch.ones(3),
+                                generator=g, with_normals=False)
+        opacity = out.opacity.view(2, 16, 16)
+        optimizer.zero_grad()
+        (weight * border_opacity_loss(opacity, 2) + (1 - opacity[:, 6:10, 6:10]).mean()).backward()
+        optimizer.step()
+    border1, middle1 = border_and_middle()
+    assert middle1 > 0.99
+    if weight:
+        assert border1 < 0.5 * border0, (border0, border1)
+    else:
+        assert border1 > 0.9 * border0, (border0, border1)
