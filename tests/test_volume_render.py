@@ -1,6 +1,6 @@
-import pytest
 import math
 
+import pytest
 import torch
 
 from meshdream.cameras import make_cameras
