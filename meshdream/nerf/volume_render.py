@@ -194,15 +194,14 @@ def frame_border_opacity(opacity: torch.Tensor) -> float:
     """Mean opacity [0, 1] of the outermost pixel ring of images' opacity [B, H, W]: ~0 for an object
     framed on its background, ~1 when the field fills the frame (the SDS collapse where density grows
     everywhere and the prompt's colour covers the background)."""
-    ring = torch.cat([opacity[:, 0], opacity[:, -1], opacity[:, 1:-1, 0], opacity[:, 1:-1, -1]], dim=1)
-    return float(ring.float().mean())
+    return float(border_opacity_loss(opacity.detach().float(), 1))
 
 
 def border_opacity_loss(opacity: torch.Tensor, width: int) -> torch.Tensor:
     """Mean opacity of the outer ``width``-pixel ring of opacity [B, H, W], differentiable: penalises a field
     that reaches the edge of the views (the object must lie inside the frame, as every training image of a
     text-to-image prior shows it), the early sign of the fill-the-frame collapse."""
-    B, H, W = opacity.shape
+    H, W = opacity.shape[1:]
     inner = opacity[:, width:H - width, width:W - width]
     return (opacity.sum((1, 2)) - inner.sum((1, 2))).mean() / (H * W - inner[0].numel())
 
