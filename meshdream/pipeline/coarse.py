@@ -287,6 +287,7 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
     write_prompt(run, meta)
 
     background = torch.tensor(cfg.background, device=dev)
+    side = resolution * cfg.supersample  # the SDS renders' size before they are averaged down to the prior's
 
     def compute_loss(step: int, frac: float) -> tuple[torch.Tensor, str]:
         if field_.is_sdf and cfg.sdf_beta_start is not None:
@@ -295,7 +296,7 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
             occupancy.update(field_.density, g)
         cams = sample_cameras(cfg.batch_size, cameras_at(cfg, frac), g).to(dev)
         mode = shading_for_step(cfg.shading, step, g)
-        images, rendered = render_cameras(field_, cams, resolution * cfg.supersample, num_samples=cfg.num_samples, bound=cfg.bound,
+        images, rendered = render_cameras(field_, cams, side, num_samples=cfg.num_samples, bound=cfg.bound,
                                           shading=mode, background=bg_model if bg_model is not None else background,
                                           occupancy=occupancy, generator=g, with_normals=False, ambient=cfg.shading.ambient, diffuse=cfg.shading.diffuse)
         if cfg.supersample > 1:
@@ -305,14 +306,13 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
                 + ramp(cfg.sparsity_weight, frac) * sparsity_loss(rendered))
         border_weight = ramp(cfg.border_weight, frac)
         if border_weight > 0:
-            side = resolution * cfg.supersample
             loss = loss + border_weight * border_opacity_loss(rendered.opacity.view(len(cams), side, side), cfg.border_width * cfg.supersample)
         eikonal_weight, smooth_weight = ramp(cfg.eikonal_weight, frac), ramp(cfg.normal_smooth_weight, frac)
         if field_.is_sdf and eikonal_weight > 0:
             box = ((torch.rand(cfg.eikonal_points, 3, generator=g) * 2 - 1) * cfg.bound).to(dev)
             loss = loss + eikonal_weight * eikonal_loss(field_, box)
         if field_.is_sdf and smooth_weight > 0:
-            surface = surface_points(cams, rendered, resolution * cfg.supersample)
+            surface = surface_points(cams, rendered, side)
             surface = surface + cfg.surface_jitter * torch.randn(surface.shape, generator=g).to(dev)
             shifted = surface + cfg.surface_jitter * torch.randn(surface.shape, generator=g).to(dev)
             if len(surface):
