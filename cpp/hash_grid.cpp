@@ -60,17 +60,34 @@ struct Corners {
     T dpos[3];  // d pos / d x per axis (0 where the clamp clips x)
 };
 
+// A point's position in the unit cube, shared by all levels: u = ((x / bound + 1) / 2).clamp(0, 1), and
+// where the clamp lets the gradient through.
 template <typename T>
-inline void corners(const T* x, T bound, int64_t res, bool dense, int64_t size, int64_t offset, Corners<T>& c) {
-    const T r = (T)res;
-    int64_t cell[3];
+struct Unit {
+    T u[3];
+    bool inside[3];
+};
+
+template <typename T>
+inline Unit<T> unit(const T* x, T bound) {
+    Unit<T> p;
     for (int a = 0; a < 3; ++a) {
         // the reference's float operations, in its order: u = ((x / bound + 1) / 2).clamp(0, 1)
         const T v = (x[a] / bound + T(1)) / T(2);
-        const T u = v < T(0) ? T(0) : (v > T(1) ? T(1) : v);
+        p.u[a] = v < T(0) ? T(0) : (v > T(1) ? T(1) : v);
         // torch's clamp passes the gradient where min <= v <= max (NaN-free inputs)
-        c.dpos[a] = (v >= T(0) && v <= T(1)) ? r / (bound * T(2)) : T(0);
-        const T pos = u * r;
+        p.inside[a] = v >= T(0) && v <= T(1);
+    }
+    return p;
+}
+
+template <typename T>
+inline void corners(const Unit<T>& p, T bound, int64_t res, bool dense, int64_t size, int64_t offset, Corners<T>& c) {
+    const T r = (T)res;
+    int64_t cell[3];
+    for (int a = 0; a < 3; ++a) {
+        c.dpos[a] = p.inside[a] ? r / (bound * T(2)) : T(0);
+        const T pos = p.u[a] * r;
         int64_t ci = (int64_t)std::floor(pos);
         if (ci > res - 1) ci = res - 1;
         cell[a] = ci;
@@ -88,13 +105,17 @@ inline void corners(const T* x, T bound, int64_t res, bool dense, int64_t size, 
         wa[a][0] = T(1) - c.frac[a];
         wa[a][1] = c.frac[a];
     }
+    // the row within the level, as the reference's index % table_size: a dense level's index is below its size
+    // already ((res + 1)^3 <= size), and a hashed level's size is 2^log2_table_size, so a mask does; a 64-bit
+    // division per corner was most of this kernel's time. Other sizes keep the modulo
     const uint64_t usize = (uint64_t)size;
+    const bool pow2 = (usize & (usize - 1)) == 0;
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 2; ++j)
             for (int k = 0; k < 2; ++k) {
                 const int n = 4 * i + 2 * j + k;
                 const uint64_t h = dense ? part[0][i] + part[1][j] + part[2][k] : part[0][i] ^ part[1][j] ^ part[2][k];
-                c.row[n] = (int64_t)(h % usize) + offset;
+                c.row[n] = (int64_t)(dense ? h : (pow2 ? h & (usize - 1) : h % usize)) + offset;
                 c.w[n] = wa[0][i] * wa[1][j] * wa[2][k];
             }
 }
@@ -122,8 +143,9 @@ Array<T> hash_grid_fwd(Array<T> x, Array<T> table, std::vector<int64_t> resoluti
 #pragma omp parallel for schedule(static)
         for (int64_t p = 0; p < N; ++p) {
             Corners<T> c;
+            const Unit<T> u = unit(X + 3 * p, b);
             for (int64_t l = 0; l < L; ++l) {
-                corners(X + 3 * p, b, lv.resolution[l], lv.dense[l], lv.size[l], lv.offset[l], c);
+                corners(u, b, lv.resolution[l], lv.dense[l], lv.size[l], lv.offset[l], c);
                 T* o = O + p * L * F + l * F;
                 for (int64_t f = 0; f < F; ++f) {
                     T s = T(0);
@@ -167,7 +189,7 @@ py::tuple hash_grid_bwd(Array<T> x, Array<T> table, Array<T> grad_out, std::vect
                     bool any = false;
                     for (int64_t f = 0; f < F; ++f) any |= g[f] != T(0);
                     if (!any) continue;  // rays that missed or samples dropped: zero gradient rows are common
-                    corners(X + 3 * p, b, lv.resolution[l], lv.dense[l], size, off, c);
+                    corners(unit(X + 3 * p, b), b, lv.resolution[l], lv.dense[l], size, off, c);
                     for (int n = 0; n < 8; ++n) {
                         double* a = acc.data() + (c.row[n] - off) * F;
                         const double w = c.w[n];
@@ -188,8 +210,9 @@ py::tuple hash_grid_bwd(Array<T> x, Array<T> table, Array<T> grad_out, std::vect
             for (int64_t p = 0; p < N; ++p) {
                 Corners<T> c;
                 double d[3] = {0.0, 0.0, 0.0};
+                const Unit<T> u = unit(X + 3 * p, b);
                 for (int64_t l = 0; l < L; ++l) {
-                    corners(X + 3 * p, b, lv.resolution[l], lv.dense[l], lv.size[l], lv.offset[l], c);
+                    corners(u, b, lv.resolution[l], lv.dense[l], lv.size[l], lv.offset[l], c);
                     const T* g = G + p * L * F + l * F;
                     const double fr[3] = {c.frac[0], c.frac[1], c.frac[2]};
                     for (int i = 0; i < 2; ++i)
