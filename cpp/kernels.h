@@ -9,3 +9,4 @@ void register_interpolate(pybind11::module_& m);
 void register_texture(pybind11::module_& m);
 void register_antialias(pybind11::module_& m);
 void register_hash_grid(pybind11::module_& m);
+void register_mlp(pybind11::module_& m);

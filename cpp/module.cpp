@@ -1,4 +1,4 @@
-// meshdream._C: the project's C++ kernels (marching cubes, CPU rasteriser, hash-grid encoding), bound with pybind11.
+// meshdream._C: the project's C++ kernels (marching cubes, CPU rasteriser, hash-grid encoding, field MLP), bound with pybind11.
 #include "kernels.h"
 
 #ifdef MESHDREAM_OPENMP
@@ -20,4 +20,5 @@ PYBIND11_MODULE(_C, m) {
     register_texture(m);
     register_antialias(m);
     register_hash_grid(m);
+    register_mlp(m);
 }

@@ -2,7 +2,7 @@
 """Profile one ``meshdream generate`` run and print where the time goes.
 
     python scripts/profile_generate.py "a red cube" --out runs/profile [--coarse-iters 100] [--refine-iters 50]
-        [--mode wall|torch|cprofile] [--threads N] [--reference-encoding] [--no-video] [--stats runs/profile.pstats] [--top 30]
+        [--mode wall|torch|cprofile] [--threads N] [--reference-encoding] [--reference-mlp] [--no-video] [--stats runs/profile.pstats] [--top 30]
 
 Always prints the wall (perf_counter) and CPU time of each stage and of its parts: imports, prior load
 (+ UNet trace), coarse loop, extraction, refine set-up (decimation, xatlas, bake), refine loop, export,
@@ -15,7 +15,8 @@ the coarse and refine loops and its ms per step. Prefer it to ``--mode cprofile`
 per-call overhead to code that makes many small Python calls (the eager UNet), which inflates them.
 ``--mode cprofile`` prints the functions with the most cumulative and own process CPU time.
 ``--mode wall`` (default): stage times only, nothing else slows the run.
-``--reference-encoding`` runs the PyTorch hash-grid encoding instead of the C++ kernel.
+``--reference-encoding`` runs the PyTorch hash-grid encoding instead of the C++ kernel, ``--reference-mlp`` the
+field's torch.nn layers instead of the fused MLP kernel (cpp/mlp.cpp).
 """
 from __future__ import annotations
 
@@ -155,6 +156,7 @@ def main() -> None:
                     help="torch threads (default: torch's). 1 gives CPU times that hold up on a busy machine (no spinning)")
     ap.add_argument("--no-video", action="store_true", help="skip the mp4 turntable (as generate --no-video)")
     ap.add_argument("--reference-encoding", action="store_true")
+    ap.add_argument("--reference-mlp", action="store_true")
     ap.add_argument("--stats", default=None, help="cprofile: also write the raw pstats here")
     ap.add_argument("--top", type=int, default=30, help="rows of the cprofile tables and of --ops")
     ap.add_argument("--ops", action="store_true", help="torch: also print the aten ops with the most own CPU time")
@@ -174,6 +176,10 @@ def main() -> None:
 
     if args.reference_encoding:
         hash_grid._use_kernel = lambda x, table: False
+    if args.reference_mlp:
+        import meshdream.nerf.mlp as mlp
+
+        mlp._use_kernel = lambda x, params: False
 
     if args.mode == "torch":
         install_ranges(Ranges())
@@ -216,6 +222,7 @@ def main() -> None:
             profiler.disable()
     total, cpu = time.perf_counter() - t, time.process_time() - c
     print(f"mode {args.mode}; encoding: {'PyTorch reference' if args.reference_encoding else 'C++ kernel'}; "
+          f"MLP: {'torch.nn reference' if args.reference_mlp else 'C++ kernel'}; "
           f"torch threads {torch.get_num_threads()}; generate {total:.1f} s wall, {cpu:.1f} s CPU (all threads); "
           f"process start to end {time.perf_counter() - T_START:.1f} s")
     print(f"  {'stage / part':42s} {'wall s':>7s} {'CPU s':>7s} {'calls':>5s}")

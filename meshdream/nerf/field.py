@@ -19,6 +19,7 @@ from torch import nn
 from ..checkpoint import load_checkpoint
 from ..config import bounded, from_dict
 from .hash_grid import HashGrid, HashGridConfig
+from .mlp import ReluMLP
 
 
 @dataclass
@@ -48,13 +49,8 @@ class NeRFField(nn.Module):
         self.config, self.bound = config, bound
         self.beta = config.sdf_beta  # kind "sdf": the Laplace scale now (the coarse stage may anneal it to sdf_beta)
         self.encoding = HashGrid(config.hash_grid, bound)
-        dims = [self.encoding.output_dim] + [config.hidden] * config.layers + [4]
-        layers: list[nn.Module] = []
-        for i in range(len(dims) - 1):
-            layers.append(nn.Linear(dims[i], dims[i + 1]))
-            if i < len(dims) - 2:
-                layers.append(nn.ReLU(inplace=True))
-        self.mlp = nn.Sequential(*layers)
+        # features -> (raw density or sdf, albedo logits); a C++ kernel on the CPU (nerf/mlp.py)
+        self.mlp = ReluMLP([self.encoding.output_dim] + [config.hidden] * config.layers + [4])
 
     def _blob(self, x: torch.Tensor) -> torch.Tensor:
         r2 = (x * x).sum(-1)
