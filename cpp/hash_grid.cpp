@@ -129,7 +129,7 @@ void check_inputs(const Array<T>& x, const Array<T>& table, const Levels& lv) {
 
 template <typename T>
 Array<T> hash_grid_fwd(Array<T> x, Array<T> table, std::vector<int64_t> resolution, std::vector<int64_t> offset,
-                       std::vector<int64_t> table_size, std::vector<bool> dense, double bound) {
+                       std::vector<int64_t> table_size, std::vector<bool> dense, double bound, int threads) {
     const Levels lv(resolution, offset, table_size, dense);
     check_inputs(x, table, lv);
     const int64_t N = x.shape(0), F = table.shape(1), L = lv.count();
@@ -140,7 +140,7 @@ Array<T> hash_grid_fwd(Array<T> x, Array<T> table, std::vector<int64_t> resoluti
     const T b = (T)bound;
     {
         py::gil_scoped_release release;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(omp_team(threads))
         for (int64_t p = 0; p < N; ++p) {
             Corners<T> c;
             const Unit<T> u = unit(X + 3 * p, b);
@@ -161,7 +161,7 @@ Array<T> hash_grid_fwd(Array<T> x, Array<T> table, std::vector<int64_t> resoluti
 template <typename T>
 py::tuple hash_grid_bwd(Array<T> x, Array<T> table, Array<T> grad_out, std::vector<int64_t> resolution,
                         std::vector<int64_t> offset, std::vector<int64_t> table_size, std::vector<bool> dense, double bound,
-                        bool need_table, bool need_x) {
+                        bool need_table, bool need_x, int threads) {
     const Levels lv(resolution, offset, table_size, dense);
     check_inputs(x, table, lv);
     const int64_t N = x.shape(0), F = table.shape(1), L = lv.count(), rows = table.shape(0);
@@ -179,7 +179,7 @@ py::tuple hash_grid_bwd(Array<T> x, Array<T> table, Array<T> grad_out, std::vect
             py::gil_scoped_release release;
             std::fill(GT, GT + rows * F, T(0));
             // one level per task: its rows are its own, points in order -> same sums for any thread count
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(omp_team(threads))
             for (int64_t l = 0; l < L; ++l) {
                 const int64_t off = lv.offset[l], size = lv.size[l];
                 std::vector<double> acc((size_t)(size * F), 0.0);
@@ -206,7 +206,7 @@ py::tuple hash_grid_bwd(Array<T> x, Array<T> table, Array<T> grad_out, std::vect
         T* GX = gx.mutable_data();
         {
             py::gil_scoped_release release;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(omp_team(threads))
             for (int64_t p = 0; p < N; ++p) {
                 Corners<T> c;
                 double d[3] = {0.0, 0.0, 0.0};
@@ -239,7 +239,8 @@ py::tuple hash_grid_bwd(Array<T> x, Array<T> table, Array<T> grad_out, std::vect
 
 const char* kFwdDoc =
     "Hash-grid features [N, L * F] of points x [N, 3] from table [rows, F]; per level l: resolution, "
-    "row offset, table_size and whether it is indexed densely. Points are clamped to [-bound, bound]^3.";
+    "row offset, table_size and whether it is indexed densely. Points are clamped to [-bound, bound]^3. threads: "
+    "OpenMP threads (0: OpenMP's default).";
 const char* kBwdDoc =
     "Gradients of the hash-grid encoding: (grad_table [rows, F] or None, grad_x [N, 3] or None) from "
     "grad_out [N, L * F]. Deterministic for any thread count (levels split across threads).";
@@ -249,11 +250,11 @@ const char* kBwdDoc =
 void register_hash_grid(py::module_& m) {
     using namespace py::literals;
     m.def("hash_grid_fwd_f32", &hash_grid_fwd<float>, kFwdDoc, "x"_a, "table"_a, "resolution"_a, "offset"_a, "table_size"_a,
-          "dense"_a, "bound"_a);
+          "dense"_a, "bound"_a, "threads"_a = 0);
     m.def("hash_grid_fwd_f64", &hash_grid_fwd<double>, kFwdDoc, "x"_a, "table"_a, "resolution"_a, "offset"_a, "table_size"_a,
-          "dense"_a, "bound"_a);
+          "dense"_a, "bound"_a, "threads"_a = 0);
     m.def("hash_grid_bwd_f32", &hash_grid_bwd<float>, kBwdDoc, "x"_a, "table"_a, "grad_out"_a, "resolution"_a, "offset"_a,
-          "table_size"_a, "dense"_a, "bound"_a, "need_table"_a = true, "need_x"_a = false);
+          "table_size"_a, "dense"_a, "bound"_a, "need_table"_a = true, "need_x"_a = false, "threads"_a = 0);
     m.def("hash_grid_bwd_f64", &hash_grid_bwd<double>, kBwdDoc, "x"_a, "table"_a, "grad_out"_a, "resolution"_a, "offset"_a,
-          "table_size"_a, "dense"_a, "bound"_a, "need_table"_a = true, "need_x"_a = false);
+          "table_size"_a, "dense"_a, "bound"_a, "need_table"_a = true, "need_x"_a = false, "threads"_a = 0);
 }

@@ -26,10 +26,6 @@
 #include <stdexcept>
 #include <vector>
 
-#ifdef MESHDREAM_OPENMP
-#include <omp.h>
-#endif
-
 namespace py = pybind11;
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
@@ -216,17 +212,6 @@ void backward_block<double>(const Net<double>& net, const double* X, const doubl
     backward_block_f64(net, X, G, n, dW, dB, GX, act, g0, g1, gt);
 }
 
-// OpenMP threads for a call: the caller's count (torch.get_num_threads(), so the kernel follows
-// torch.set_num_threads and Ray's per-job CPUs), or OpenMP's default for 0
-inline int team(int threads) {
-#ifdef MESHDREAM_OPENMP
-    return threads > 0 ? threads : omp_get_max_threads();
-#else
-    (void)threads;
-    return 1;
-#endif
-}
-
 template <typename T>
 Net<T> make_net(const Array<T>& x, const std::vector<Array<T>>& weights, const std::vector<Array<T>>& biases) {
     if (weights.empty() || weights.size() != biases.size())
@@ -267,7 +252,7 @@ Array<T> mlp_fwd(Array<T> x, std::vector<Array<T>> weights, std::vector<Array<T>
     const int64_t blocks = (N + kBlock - 1) / kBlock;
     {
         py::gil_scoped_release release;
-#pragma omp parallel num_threads(team(threads))
+#pragma omp parallel num_threads(omp_team(threads))
         {
             std::vector<T> buf((size_t)2 * kTile * net.widest());
 #pragma omp for schedule(static)
@@ -311,7 +296,7 @@ py::tuple mlp_bwd(Array<T> x, std::vector<Array<T>> weights, std::vector<Array<T
     std::vector<double> total((size_t)P, 0.0);
     {
         py::gil_scoped_release release;
-#pragma omp parallel num_threads(team(threads))
+#pragma omp parallel num_threads(omp_team(threads))
         {
             const int64_t stride = (int64_t)kTile * net.widest();
             std::vector<T> act((size_t)(std::max(1, L - 1) * stride)), g0((size_t)stride), g1((size_t)stride), gt((size_t)stride);

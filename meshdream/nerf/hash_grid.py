@@ -110,7 +110,7 @@ class _HashGridFunction(torch.autograd.Function):
         suffix = "f64" if table.dtype == torch.float64 else "f32"
         xs = x.detach().to(table.dtype).contiguous()
         ts = table.detach().contiguous()
-        out = getattr(_C, f"hash_grid_fwd_{suffix}")(xs.numpy(), ts.numpy(), *levels, bound)
+        out = getattr(_C, f"hash_grid_fwd_{suffix}")(xs.numpy(), ts.numpy(), *levels, bound, threads=torch.get_num_threads())
         ctx.save_for_backward(xs, ts)
         ctx.levels, ctx.bound, ctx.suffix, ctx.x_dtype = levels, bound, suffix, x.dtype
         return torch.from_numpy(out)
@@ -123,7 +123,7 @@ class _HashGridFunction(torch.autograd.Function):
         need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         g = grad_out.to(ts.dtype).contiguous()
         gt, gx = getattr(_C, f"hash_grid_bwd_{ctx.suffix}")(xs.numpy(), ts.numpy(), g.numpy(), *ctx.levels, ctx.bound,
-                                                            need_table, need_x)
+                                                            need_table, need_x, threads=torch.get_num_threads())
         gx = torch.from_numpy(gx).to(ctx.x_dtype) if gx is not None else None
         gt = torch.from_numpy(gt) if gt is not None else None
         return gx, gt, None, None
