@@ -106,8 +106,8 @@ inline void corners(const Unit<T>& p, T bound, int64_t res, bool dense, int64_t 
         wa[a][1] = c.frac[a];
     }
     // the row within the level, as the reference's index % table_size: a dense level's index is below its size
-    // already ((res + 1)^3 <= size), and a hashed level's size is 2^log2_table_size, so a mask does; a 64-bit
-    // division per corner was most of this kernel's time. Other sizes keep the modulo
+    // already ((res + 1)^3 <= size), and a hashed level's size is 2^log2_table_size, so a mask does instead of a
+    // 64-bit division per corner. Other sizes keep the modulo
     const uint64_t usize = (uint64_t)size;
     const bool pow2 = (usize & (usize - 1)) == 0;
     for (int i = 0; i < 2; ++i)
