@@ -13,6 +13,8 @@ outside: camera sampling, shading choice, render, SDS (and its UNet call), regul
 optimizer step, occupancy update, collapse checks, previews, checkpoints) prints each part's share of
 the coarse and refine loops and its ms per step. Prefer it to ``--mode cprofile``: cProfile charges its
 per-call overhead to code that makes many small Python calls (the eager UNet), which inflates them.
+Give ``--mode torch`` shorter runs (``--coarse-iters 200 --refine-iters 100``): a full-length run keeps ~15 GB of
+profiler events and takes minutes to summarise them (measured).
 ``--mode cprofile`` prints the functions with the most cumulative and own process CPU time.
 ``--mode wall`` (default): stage times only, nothing else slows the run.
 ``--reference-encoding`` runs the PyTorch hash-grid encoding instead of the C++ kernel, ``--reference-mlp`` the

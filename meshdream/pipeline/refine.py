@@ -42,10 +42,10 @@ class RefineConfig:
 
     iters: int = bounded(200, ge=1)
     seed: int = bounded(0, ge=0, le=SEED_MAX)
-    # views per step. 1 (was 2): the embedded prior's UNet is ~90% of a refine step and its cost grows with the
-    # batch, so 1 view halves the loop; on the 30 prompts (seed 0, same coarse meshes) shape and colour votes
-    # were identical, median Chamfer 1.69 vs 1.67 %, normals 21.5 vs 21.0 deg. 100 steps of 2 views cost the
-    # same and lost colour votes (README, "Where generate spends its time")
+    # views per step. 1 (was 2): the embedded prior's UNet is 2/3 of a refine step (66-70%, profiled) and its cost
+    # grows with the batch, so 1 view takes a third off the loop (11.2 -> 7.6 s, 2 threads); on the 30 prompts (seed
+    # 0, same coarse meshes) shape and colour votes were identical, median Chamfer 1.69 vs 1.67 %, normals 21.5 vs
+    # 21.0 deg. 100 steps of 2 views cost the same and lost colour votes (README, "Where generate spends its time")
     batch_size: int = bounded(1, ge=1, le=256)
     resolution: Optional[int] = bounded(None, ge=8, le=4096)  # render size; None: the guidance model's resolution
     supersample: int = bounded(2, ge=1, le=8)  # render at resolution * supersample, average down (smoother edges and texture)
