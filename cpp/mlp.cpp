@@ -170,47 +170,24 @@ MD_INLINE void backward_tile(const Net<T>& net, const T* X, const T* G, int n, s
     }
 }
 
-// The tile loops of one block, compiled per SIMD level (see the header).
-MD_CLONES void forward_block_f32(const Net<float>& net, const float* X, int64_t n, float* O, float* buf) {
-    const int d0 = net.dims.front(), dl = net.dims.back();
-    for (int64_t s = 0; s < n; s += kTile)
-        forward_tile(net, X + s * d0, (int)std::min<int64_t>(kTile, n - s), O + s * dl, buf);
-}
-MD_CLONES void forward_block_f64(const Net<double>& net, const double* X, int64_t n, double* O, double* buf) {
-    const int d0 = net.dims.front(), dl = net.dims.back();
-    for (int64_t s = 0; s < n; s += kTile)
-        forward_tile(net, X + s * d0, (int)std::min<int64_t>(kTile, n - s), O + s * dl, buf);
-}
-template <typename T>
-void forward_block(const Net<T>& net, const T* X, int64_t n, T* O, T* buf);
-template <>
-void forward_block<float>(const Net<float>& net, const float* X, int64_t n, float* O, float* buf) { forward_block_f32(net, X, n, O, buf); }
-template <>
-void forward_block<double>(const Net<double>& net, const double* X, int64_t n, double* O, double* buf) { forward_block_f64(net, X, n, O, buf); }
-
-#define MD_BACKWARD_BLOCK(T, NAME)                                                                                        \
-    MD_CLONES void NAME(const Net<T>& net, const T* X, const T* G, int64_t n, std::vector<T*>& dW, std::vector<T*>& dB, \
-                        T* GX, T* act, T* g0, T* g1, T* gt) {                                                            \
+// The tile loops of one block, compiled per SIMD level (see the header): one overload per float type, since
+// target_clones applies to plain functions, not templates.
+#define MD_BLOCKS(T)                                                                                                      \
+    MD_CLONES void forward_block(const Net<T>& net, const T* X, int64_t n, T* O, T* buf) {                               \
+        const int d0 = net.dims.front(), dl = net.dims.back();                                                           \
+        for (int64_t s = 0; s < n; s += kTile)                                                                           \
+            forward_tile(net, X + s * d0, (int)std::min<int64_t>(kTile, n - s), O + s * dl, buf);                       \
+    }                                                                                                                    \
+    MD_CLONES void backward_block(const Net<T>& net, const T* X, const T* G, int64_t n, std::vector<T*>& dW,             \
+                                  std::vector<T*>& dB, T* GX, T* act, T* g0, T* g1, T* gt) {                             \
         const int d0 = net.dims.front(), dl = net.dims.back();                                                           \
         for (int64_t s = 0; s < n; s += kTile)                                                                           \
             backward_tile(net, X + s * d0, G + s * dl, (int)std::min<int64_t>(kTile, n - s), dW, dB,                    \
                           GX ? GX + s * d0 : nullptr, act, g0, g1, gt);                                                  \
     }
-MD_BACKWARD_BLOCK(float, backward_block_f32)
-MD_BACKWARD_BLOCK(double, backward_block_f64)
-#undef MD_BACKWARD_BLOCK
-template <typename T>
-void backward_block(const Net<T>&, const T*, const T*, int64_t, std::vector<T*>&, std::vector<T*>&, T*, T*, T*, T*, T*);
-template <>
-void backward_block<float>(const Net<float>& net, const float* X, const float* G, int64_t n, std::vector<float*>& dW,
-                           std::vector<float*>& dB, float* GX, float* act, float* g0, float* g1, float* gt) {
-    backward_block_f32(net, X, G, n, dW, dB, GX, act, g0, g1, gt);
-}
-template <>
-void backward_block<double>(const Net<double>& net, const double* X, const double* G, int64_t n, std::vector<double*>& dW,
-                            std::vector<double*>& dB, double* GX, double* act, double* g0, double* g1, double* gt) {
-    backward_block_f64(net, X, G, n, dW, dB, GX, act, g0, g1, gt);
-}
+MD_BLOCKS(float)
+MD_BLOCKS(double)
+#undef MD_BLOCKS
 
 template <typename T>
 Net<T> make_net(const Array<T>& x, const std::vector<Array<T>>& weights, const std::vector<Array<T>>& biases) {
@@ -258,7 +235,7 @@ Array<T> mlp_fwd(Array<T> x, std::vector<Array<T>> weights, std::vector<Array<T>
 #pragma omp for schedule(static)
             for (int64_t blk = 0; blk < blocks; ++blk) {
                 const int64_t s = blk * kBlock, n = std::min(kBlock, N - s);
-                forward_block<T>(net, X + s * d0, n, O + s * dl, buf.data());
+                forward_block(net, X + s * d0, n, O + s * dl, buf.data());
             }
         }
     }
@@ -309,7 +286,7 @@ py::tuple mlp_bwd(Array<T> x, std::vector<Array<T>> weights, std::vector<Array<T
                     dW[l] = p + w_off[l];
                     dB[l] = p + b_off[l];
                 }
-                backward_block<T>(net, X + s * d0, G + s * dl, n, dW, dB, GX ? GX + s * d0 : nullptr, act.data(), g0.data(),
+                backward_block(net, X + s * d0, G + s * dl, n, dW, dB, GX ? GX + s * d0 : nullptr, act.data(), g0.data(),
                                   g1.data(), gt.data());
             }
             // the blocks' sums in block order, each thread a slice of the parameters
