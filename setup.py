@@ -109,7 +109,7 @@ setup(
         "numpy>=1.23",
         "click>=8.1",
         "pyyaml>=6",
-        "filelock>=3.12",  # the RUN lock (meshdream.run.run_lock)
+        "filelock>=3.12",  # the RUN lock (meshdream.engine.run.run_lock)
         "tqdm>=4.60",
         "diffusers>=0.27",
         "transformers>=4.38",

@@ -16,9 +16,9 @@ def __getattr__(name):  # lazy: `import meshdream` stays cheap, torch loads on f
     if name in ("coarse", "refine", "export", "generate"):
         import importlib
 
-        return getattr(importlib.import_module(f"meshdream.pipeline.{name}"), name)
+        return getattr(importlib.import_module(f"meshdream.stages.{name}"), name)
     if name == "batch":
-        from .ray_batch import batch
+        from .batching.runner import batch
 
         return batch
     raise AttributeError(f"module 'meshdream' has no attribute {name!r}")

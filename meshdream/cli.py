@@ -13,7 +13,7 @@ import sys
 import click
 
 from . import __version__
-from .asset import WRITERS
+from .asset.model import WRITERS
 from .config import SEED_MAX, preset_names
 from .errors import MeshdreamError, UserInputError
 
@@ -25,9 +25,9 @@ RENDER_FORMATS = ("mp4", "gif", "png")
 def _stage(module: str, name: str):
     """Import stage function ``module.name`` lazily (torch and diffusers load only when needed)."""
     try:
-        mod = importlib.import_module(f"meshdream.pipeline.{module}")
+        mod = importlib.import_module(f"meshdream.stages.{module}")
     except ModuleNotFoundError as e:
-        if e.name == f"meshdream.pipeline.{module}":
+        if e.name == f"meshdream.stages.{module}":
             raise click.ClickException(f"`meshdream {name}` is not available in this build") from None
         raise
     return getattr(mod, name)
@@ -78,7 +78,7 @@ def _check_prompt(prompt: str, *stage_configs: type) -> None:
 
 
 def _config_classes(*stages: str) -> list[type]:
-    return [getattr(importlib.import_module(f"meshdream.pipeline.{s}"), f"{s.capitalize()}Config") for s in stages]
+    return [getattr(importlib.import_module(f"meshdream.stages.{s}"), f"{s.capitalize()}Config") for s in stages]
 
 
 guidance_option = click.option(
@@ -138,7 +138,7 @@ def coarse(prompt, overrides, out, preset, config, guidance, iters, seed, device
     """Optimise a NeRF for PROMPT by SDS and extract its mesh into RUN/coarse."""
     _check_prompt(prompt, *_config_classes("coarse"))
     _check_device(device)
-    from .run import removed_on_usage_error
+    from .engine.run import removed_on_usage_error
 
     fn = _stage("coarse", "coarse")
     with removed_on_usage_error(out, os.path.join(out, "coarse")):
@@ -164,7 +164,7 @@ def coarse(prompt, overrides, out, preset, config, guidance, iters, seed, device
 def refine(run, overrides, preset, config, guidance, iters, texture_size, seed, device, resume, negative_prompt, quiet):
     """Refine RUN's coarse mesh and its UV texture by SDS through differentiable rasterisation."""
     _check_device(device)
-    from .run import removed_on_usage_error
+    from .engine.run import removed_on_usage_error
 
     fn = _stage("refine", "refine")
     with removed_on_usage_error(os.path.join(run, "refine")):
@@ -184,7 +184,7 @@ def refine(run, overrides, preset, config, guidance, iters, texture_size, seed, 
 @_user_errors
 def export(run, fmt, output, faces, texture_size, normal_map):
     """Export RUN's textured mesh as GLB / glTF / OBJ (+MTL, PNG) / PLY (vertex colours)."""
-    from .run import removed_on_usage_error
+    from .engine.run import removed_on_usage_error
 
     fn = _stage("export", "export")
     with removed_on_usage_error(os.path.dirname(output) if output else os.path.join(run, "export")):
@@ -218,7 +218,7 @@ def generate(prompt, overrides, out, preset, guidance, coarse_config, refine_con
     """Run coarse, refine and export for PROMPT; also saves turntables (GIF, MP4) in RUN."""
     _check_prompt(prompt, *_config_classes("coarse", "refine"))
     _check_device(device)
-    from .run import removed_on_usage_error
+    from .engine.run import removed_on_usage_error
 
     fn = _stage("generate", "generate")
     with removed_on_usage_error(out, os.path.join(out, "coarse")):  # a refused start leaves no RUN behind
@@ -253,7 +253,7 @@ def batch(prompts, out, workers, address, gpus_per_job, cpus_per_job, resume, re
     """Generate one asset per line of PROMPTS (.txt, or .yaml/.jsonl with per-prompt overrides) on Ray.
 
     Writes DIR/<slug>/ (a RUN folder per prompt), DIR/index.json and a gallery DIR/index.html."""
-    from .ray_batch import batch as run_batch
+    from .batching.runner import batch as run_batch
 
     index = run_batch(prompts, out, workers=workers, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
                       resume=resume, retries=retries, guidance=guidance, coarse_config=coarse_config,
@@ -277,7 +277,7 @@ def batch(prompts, out, workers, address, gpus_per_job, cpus_per_job, resume, re
 @_user_errors
 def render(run, views, size, fmt, output):
     """Render RUN's asset turning: a lit view beside a normals view."""
-    from .turntable import render_run
+    from .stages.render import render_run
 
     path = render_run(run, views=views, size=size, format=fmt, output=output)
     click.echo(f"rendered: {path}")

@@ -1,6 +1,6 @@
 """Plain dataclass configs, loaded from YAML with strict key checking.
 
-Every stage owns one dataclass (``CoarseConfig`` in ``meshdream.pipeline.coarse`` …). Its defaults are
+Every stage owns one dataclass (``CoarseConfig`` in ``meshdream.stages.coarse`` …). Its defaults are
 the truth; on top of them, in this order: a named preset shipped in the package
 (``meshdream/presets/NAME.yaml``, one section per stage, ``extends: OTHER`` to start from another
 preset), a YAML file (``--config``; it may ``extends:`` a preset or another file), then dotted
@@ -406,7 +406,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def save_config(config: Any, path: str | os.PathLike) -> None:
     """Write ``config`` as YAML atomically."""
-    from .checkpoint import atomic_write_bytes
+    from .atomic_files import atomic_write_bytes
 
     text = yaml.safe_dump(to_dict(config), sort_keys=False)
     atomic_write_bytes(path, text.encode("utf-8"))

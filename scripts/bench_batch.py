@@ -38,7 +38,7 @@ def main() -> None:
     import torch
 
     import meshdream
-    from meshdream.pipeline.generate import generate
+    from meshdream.stages.generate import generate
 
     prompts = PROMPTS[: args.prompts]
     out = Path(args.out)

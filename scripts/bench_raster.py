@@ -36,7 +36,7 @@ def sphere_mesh(n_tri: int):
 
 
 def clip_positions(v: torch.Tensor) -> torch.Tensor:
-    from meshdream.cameras import make_cameras
+    from meshdream.render.cameras import make_cameras
 
     cam = make_cameras(torch.tensor([30.0]), torch.tensor([20.0]), torch.tensor([2.5]), torch.tensor([45.0]))
     hom = torch.cat([v, torch.ones(len(v), 1)], -1)

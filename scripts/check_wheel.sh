@@ -87,8 +87,8 @@ MD="$WORK/venv/bin/meshdream"
 "$MD" generate --help | grep -- "--preset \[" | grep -q "sd" || fail "generate --help does not list the presets"
 "$VPY" - <<'EOF'
 from meshdream.config import build_config
-from meshdream.pipeline.coarse import CoarseConfig
-from meshdream.pipeline.refine import RefineConfig
+from meshdream.stages.coarse import CoarseConfig
+from meshdream.stages.refine import RefineConfig
 
 for preset, coarse_guidance in (("sd", "stable-diffusion"), ("if", "deepfloyd-if")):
     c = build_config(CoarseConfig, None, preset, [])

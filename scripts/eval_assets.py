@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from meshdream import asset_metrics as am  # noqa: E402
-from meshdream.cameras import CameraConfig, sample_cameras, turntable_cameras  # noqa: E402
+from meshdream.asset import metrics as am  # noqa: E402
+from meshdream.render.cameras import CameraConfig, sample_cameras, turntable_cameras  # noqa: E402
 from meshdream.prior.primitives import COLOURS, SHAPES  # noqa: E402
 
 EXPECTED_GENUS = {"torus": 1}
@@ -76,7 +76,7 @@ def slug(prompt: str) -> str:
 def run_generate(prompt: str, seed: int, run: Path, extra: list[str]) -> dict:
     """`python -m meshdream generate` in a child process; wall time and the child's own peak RSS (wait4).
     Its log and this record go into the RUN folder (made a RUN first: meshdream refuses other non-empty folders)."""
-    from meshdream.run import RunDir
+    from meshdream.engine.run import RunDir
 
     RunDir.create(run)
     resumed = (run / "coarse" / "checkpoint.pt").is_file()
@@ -285,7 +285,7 @@ def main(argv=None) -> None:
 
     jobs = []  # (prompt, seed, run folder)
     if args.runs:
-        from meshdream.run import RunDir, read_prompt
+        from meshdream.engine.run import RunDir, read_prompt
 
         for run in args.runs:
             if not run.is_dir():

@@ -29,11 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from meshdream.asset_metrics import topology
+    from meshdream.asset.metrics import topology
     from meshdream.config import load_config
     from meshdream.nerf.extract import extract_mesh
     from meshdream.nerf.field import load_field
-    from meshdream.pipeline.coarse import CoarseConfig
+    from meshdream.stages.coarse import CoarseConfig
 
     torch.set_num_threads(1)
     for run in args.runs:

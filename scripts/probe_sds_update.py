@@ -56,7 +56,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from meshdream.cameras import make_cameras
+    from meshdream.render.cameras import make_cameras
     from meshdream.guidance import GuidanceConfig, load_guidance
 
     guide = load_guidance(GuidanceConfig(), torch.device("cpu"))

@@ -82,10 +82,11 @@ class Ranges:
 def install_ranges(ranges: Ranges) -> None:
     import torch
 
-    import meshdream.stage_loop as stage_loop
+    import meshdream.engine.stage_loop as stage_loop
     from meshdream.guidance.traced_unet import TracedUNet
     from meshdream.nerf.volume_render import OccupancyGrid
-    from meshdream.pipeline import coarse, refine
+    from meshdream.stages import coarse
+    from meshdream.stages import refine
 
     for mod in (coarse, refine):
         for name, part in (("sample_cameras", "camera sampling"), ("shading_for_step", "shading choice"),
@@ -168,10 +169,13 @@ def main() -> None:
     import torch
 
     import meshdream.nerf.hash_grid as hash_grid
-    import meshdream.stage_loop as stage_loop
-    import meshdream.turntable as turntable
+    import meshdream.engine.stage_loop as stage_loop
+    import meshdream.stages.render as turntable
     from meshdream.guidance.traced_unet import TracedUNet
-    from meshdream.pipeline import coarse, export, generate, refine
+    from meshdream.stages import coarse
+    from meshdream.stages import export
+    from meshdream.stages import generate
+    from meshdream.stages import refine
     if args.threads:
         torch.set_num_threads(args.threads)
     STAGES["imports (torch, meshdream)"] = [time.perf_counter() - t_import, time.process_time() - c_import, 1]

@@ -62,7 +62,7 @@ def tiny_configs(tmp_path_factory, tiny_prior):
 @pytest.fixture(scope="session")
 def coarse_run(tmp_path_factory, tiny_configs):
     """A finished tiny coarse RUN (shared, read-only for tests)."""
-    from meshdream.pipeline.coarse import coarse
+    from meshdream.stages.coarse import coarse
 
     out = tmp_path_factory.mktemp("coarse_run") / "run"
     coarse("a red cube", out, config=tiny_configs["coarse"], progress=False)

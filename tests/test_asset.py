@@ -8,10 +8,10 @@ from click.testing import CliRunner
 from test_export import gltf_validator, textured_run  # noqa: F401  (fixture)
 
 from meshdream import __version__
-from meshdream.asset import FORMATS, WRITERS, Asset, asset_files, load_asset, smooth_normals, write_asset
+from meshdream.asset.model import FORMATS, WRITERS, Asset, asset_files, load_asset, smooth_normals, write_asset
 from meshdream.cli import cli
-from meshdream.pipeline.export import export
-from meshdream.run import RunDir
+from meshdream.stages.export import export
+from meshdream.engine.run import RunDir
 
 
 def _glb_json(data: bytes) -> dict:

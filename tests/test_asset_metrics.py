@@ -6,7 +6,7 @@ import trimesh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshdream.asset_metrics import (
+from meshdream.asset.metrics import (
     LoadedAsset,
     contact_sheet,
     cube_rotations,
@@ -20,7 +20,7 @@ from meshdream.asset_metrics import (
     umeyama,
     weld,
 )
-from meshdream.cameras import turntable_cameras
+from meshdream.render.cameras import turntable_cameras
 
 
 def icosphere():
@@ -70,7 +70,7 @@ def test_flipped_face_is_not_oriented():
 
 def test_uv_split_mesh_welds_back():
     """xatlas splits vertices along UV seams: unwelded, the seams are boundaries; welded, a closed sphere."""
-    from meshdream.uv import unwrap
+    from meshdream.mesh.uv import unwrap
 
     v, f = icosphere()
     uv = unwrap(v.astype(np.float32), f, resolution=128)
@@ -144,8 +144,8 @@ def test_chamfer_separates_shapes():
 
 
 def _write_textured_sphere(path, texture):
-    from meshdream.pipeline.export import Asset, write_asset
-    from meshdream.uv import unwrap
+    from meshdream.stages.export import Asset, write_asset
+    from meshdream.mesh.uv import unwrap
 
     v, f = icosphere()
     v = (0.7 * v).astype(np.float32)
@@ -156,7 +156,7 @@ def _write_textured_sphere(path, texture):
 
 
 def test_glb_round_trip_keeps_geometry_uvs_and_texture_orientation(tmp_path):
-    from meshdream.pipeline.export import sample_texture
+    from meshdream.stages.export import sample_texture
 
     texture = np.zeros((64, 64, 3), np.uint8)
     texture[:32] = (255, 0, 0)  # PNG top half (v > 0.5) red, bottom blue

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshdream.cameras import (CameraConfig, make_cameras, orbit_position, sample_cameras, turntable_cameras,
+from meshdream.render.cameras import (CameraConfig, make_cameras, orbit_position, sample_cameras, turntable_cameras,
                                view_label, view_prompt)
 
 

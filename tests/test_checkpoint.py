@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from meshdream.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from meshdream.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from meshdream.errors import CheckpointError
 
 
@@ -71,7 +71,7 @@ def malicious_checkpoint(path, marker, header: bool = True) -> None:
     import io
     import pickle
 
-    from meshdream.checkpoint import MAGIC
+    from meshdream.engine.checkpoint import MAGIC
 
     buf = io.BytesIO()
     torch.save({"step": 1, "evil": _Payload(marker)}, buf, pickle_module=pickle)

@@ -3,13 +3,13 @@ import torch
 import trimesh
 from click.testing import CliRunner
 
-from meshdream.cameras import CameraConfig
-from meshdream.checkpoint import load_checkpoint
+from meshdream.render.cameras import CameraConfig
+from meshdream.engine.checkpoint import load_checkpoint
 from meshdream.cli import cli
 from meshdream.config import load_config, to_dict
 from meshdream.errors import UserInputError
-from meshdream.pipeline.coarse import CoarseConfig, coarse
-from meshdream.stage_loop import step_hook
+from meshdream.stages.coarse import CoarseConfig, coarse
+from meshdream.engine.stage_loop import step_hook
 
 
 def test_default_config_matches_configs_yaml():
@@ -184,7 +184,7 @@ def test_sdf_field_anneals_beta_resumes_bit_exactly_and_saves_the_sharp_surface(
 
 
 def test_progressive_elevation_widens_to_the_camera_range():
-    from meshdream.pipeline.coarse import cameras_at
+    from meshdream.stages.coarse import cameras_at
 
     cfg = CoarseConfig()
     assert cameras_at(cfg, 0.3) is cfg.cameras  # off by default

@@ -82,8 +82,8 @@ def test_overrides_skip_none():
     ("coarse", "guidance: 3", r"guidance: expected a mapping of GuidanceConfig fields"),
 ])
 def test_yaml_obeys_the_same_limits_as_the_cli(tmp_path, stage, yaml_text, match):
-    from meshdream.pipeline.coarse import CoarseConfig
-    from meshdream.pipeline.refine import RefineConfig
+    from meshdream.stages.coarse import CoarseConfig
+    from meshdream.stages.refine import RefineConfig
 
     p = tmp_path / "c.yaml"
     p.write_text(yaml_text + "\n")
@@ -102,8 +102,8 @@ def test_cli_ranges_are_the_config_ranges():
     """The CLI's IntRange options and the config layer's limits are the same numbers."""
     from meshdream.cli import cli
     from meshdream.config import limits_of
-    from meshdream.pipeline.coarse import CoarseConfig
-    from meshdream.pipeline.refine import RefineConfig
+    from meshdream.stages.coarse import CoarseConfig
+    from meshdream.stages.refine import RefineConfig
 
     def cli_range(command, option):
         (param,) = [p for p in cli.commands[command].params if p.name == option]
@@ -120,8 +120,8 @@ def test_cli_ranges_are_the_config_ranges():
 # ---- presets, extends and KEY=VALUE overrides --------------------------------------------------
 
 from meshdream.config import build_config, config_keys, parse_overrides, preset_data, preset_names, route_overrides  # noqa: E402
-from meshdream.pipeline.coarse import CoarseConfig  # noqa: E402
-from meshdream.pipeline.refine import RefineConfig  # noqa: E402
+from meshdream.stages.coarse import CoarseConfig  # noqa: E402
+from meshdream.stages.refine import RefineConfig  # noqa: E402
 
 
 def test_presets_are_shipped_and_if_extends_sd():

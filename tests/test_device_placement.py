@@ -24,7 +24,7 @@ def on_fake_device(monkeypatch):
     def resolve(device=None):
         return DEVICE
 
-    from meshdream import device
+    from meshdream.engine import device
 
     original = device.resolve_device
     for name, module in list(sys.modules.items()):
@@ -66,7 +66,7 @@ def test_occupancy_grid_follows_the_field(on_fake_device):
 
 def test_coarse_and_refine_steps_on_a_device(on_fake_device, tmp_path, tiny_configs):
     """Embedded-prior-style pixel guidance for coarse, tiny Stable Diffusion (latents) for refine."""
-    from meshdream.checkpoint import load_checkpoint
+    from meshdream.engine.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
     with open(tiny_configs["coarse"]) as f:
@@ -92,7 +92,7 @@ def test_out_of_memory_is_a_clear_message(monkeypatch, tmp_path, tiny_configs):
     from click.testing import CliRunner
 
     from meshdream.cli import cli
-    from meshdream.pipeline import coarse as coarse_mod
+    from meshdream.stages import coarse as coarse_mod
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.7 GiB total capacity)")

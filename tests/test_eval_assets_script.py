@@ -32,9 +32,9 @@ def make_run(root: Path, prompt: str, shape: str, colour) -> Path:
     """A RUN folder as generate leaves it, holding the reference primitive with a flat texture."""
     import yaml
 
-    from meshdream.asset_metrics import primitive_mesh, rotation_matrix
-    from meshdream.pipeline.export import Asset, write_asset
-    from meshdream.uv import unwrap
+    from meshdream.asset.metrics import primitive_mesh, rotation_matrix
+    from meshdream.stages.export import Asset, write_asset
+    from meshdream.mesh.uv import unwrap
 
     v, f = primitive_mesh(shape, 40)
     v = (0.9 * v @ rotation_matrix([0, 1, 0], 0.5).T).astype(np.float32)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from meshdream.cli import cli
 from meshdream.errors import UserInputError
-from meshdream.pipeline.export import export
+from meshdream.stages.export import export
 
 HERE = Path(__file__).parent
 
@@ -45,8 +45,8 @@ def textured_run(tmp_path) -> Path:
     (run / "refine").mkdir(parents=True)
     (run / "coarse").mkdir()
     box = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
-    from meshdream.pipeline.refine import save_textured_obj
-    from meshdream.uv import unwrap
+    from meshdream.stages.refine import save_textured_obj
+    from meshdream.mesh.uv import unwrap
 
     uv = unwrap(np.asarray(box.vertices, np.float32), np.asarray(box.faces), resolution=64)
     tex = np.zeros((64, 64, 3), np.float32)

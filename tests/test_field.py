@@ -7,7 +7,7 @@ import trimesh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshdream.asset_metrics import topology
+from meshdream.asset.metrics import topology
 from meshdream.nerf.extract import ExtractConfig, extract_mesh
 from meshdream.nerf.field import FieldConfig, NeRFField, eikonal_loss, field_from_state, laplace_density, save_field_state
 from meshdream.nerf.hash_grid import HashGridConfig

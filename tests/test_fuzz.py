@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from meshdream.cli import cli
 from meshdream.config import load_config
 from meshdream.errors import UserInputError
-from meshdream.pipeline.coarse import CoarseConfig
-from meshdream.pipeline.refine import RefineConfig
+from meshdream.stages.coarse import CoarseConfig
+from meshdream.stages.refine import RefineConfig
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

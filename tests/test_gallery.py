@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from meshdream.gallery import write_gallery
+from meshdream.batching.gallery import write_gallery
 
 VIEWER_BACKGROUND = (0xEE, 0xF1, 0xF4)  # model-viewer's background colour in the page's CSS
 
@@ -38,7 +38,7 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory, tiny_configs):
     """A batch folder made like `meshdream batch` makes one: two RUNs by `generate`, one failed prompt, the index."""
-    from meshdream.pipeline.generate import generate
+    from meshdream.stages.generate import generate
 
     out = tmp_path_factory.mktemp("gallery") / "out"
     jobs = []

@@ -11,11 +11,11 @@ def test_python_api_exports_the_stage_functions():
     from meshdream import coarse, export, generate, refine
 
     assert all(callable(f) for f in (coarse, refine, export, generate))
-    assert coarse.__module__ == "meshdream.pipeline.coarse" and meshdream.__version__
+    assert coarse.__module__ == "meshdream.stages.coarse" and meshdream.__version__
 
 
 def test_generate_cli_makes_a_textured_glb_and_turntable(tmp_path, tiny_configs, monkeypatch):
-    from meshdream import turntable
+    from meshdream.stages import render as turntable
 
     # the real turntable path, at a test's size: 8 frames of 64 px instead of 100 of 512 (checked in test_turntable)
     monkeypatch.setattr(turntable, "VIDEO_SIZE", 64)
@@ -42,7 +42,7 @@ def test_generate_cli_makes_a_textured_glb_and_turntable(tmp_path, tiny_configs,
 
 
 def test_generate_resume_skips_finished_stages(tmp_path, tiny_configs):
-    from meshdream.pipeline.generate import generate
+    from meshdream.stages.generate import generate
 
     out = tmp_path / "run"
     generate("a red cube", out, coarse_config=tiny_configs["coarse"], refine_config=tiny_configs["refine"], progress=False,

@@ -6,8 +6,8 @@ import meshdream
 
 PACKAGE = Path(meshdream.__file__).parent
 # the API, the CLI and the Ray batch driver sit above the stages (they run them)
-ENTRY_POINTS = {"meshdream", "meshdream.__main__", "meshdream.cli", "meshdream.ray_batch"}
-ORCHESTRATOR = "meshdream.pipeline.generate"  # runs the other stages
+ENTRY_POINTS = {"meshdream", "meshdream.__main__", "meshdream.cli", "meshdream.batching.runner"}
+ORCHESTRATOR = "meshdream.stages.generate"  # runs the other stages
 
 
 def module_name(path: Path) -> str:
@@ -47,12 +47,12 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def is_stage(module: str) -> bool:
-    return module.startswith("meshdream.pipeline.")
+    return module.startswith("meshdream.stages.")
 
 
 def test_lower_layers_never_import_a_stage():
     upward = sorted((m, t) for m, targets in import_graph().items() for t in targets
-                    if not is_stage(m) and m not in ENTRY_POINTS and t.startswith("meshdream.pipeline"))
+                    if not is_stage(m) and m not in ENTRY_POINTS and t.startswith("meshdream.stages"))
     assert upward == []
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import trimesh
 
-from meshdream.asset import smooth_normals
-from meshdream.normal_map import bake_normal_map, decode_normal_map, vertex_tangents
-from meshdream.uv import unwrap
+from meshdream.asset.model import smooth_normals
+from meshdream.texture.normal_map import bake_normal_map, decode_normal_map, vertex_tangents
+from meshdream.mesh.uv import unwrap
 
 
 def _unwrapped(mesh, size):

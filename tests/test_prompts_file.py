@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshdream.errors import UserInputError
-from meshdream.prompts_file import jobs_from_list, read_prompts, slugify
+from meshdream.batching.prompts_file import jobs_from_list, read_prompts, slugify
 
 
 def test_text_file_one_prompt_a_line(tmp_path):

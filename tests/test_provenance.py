@@ -6,12 +6,12 @@ import yaml
 from click.testing import CliRunner
 
 from meshdream.cli import cli
-from meshdream.pipeline.coarse import coarse
-from meshdream.pipeline.export import export
-from meshdream.pipeline.refine import refine
-from meshdream.provenance import StaleStageError, read_record, verified
-from meshdream.run import RunDir
-from meshdream.stage_loop import step_hook
+from meshdream.stages.coarse import coarse
+from meshdream.stages.export import export
+from meshdream.stages.refine import refine
+from meshdream.engine.provenance import StaleStageError, read_record, verified
+from meshdream.engine.run import RunDir
+from meshdream.engine.stage_loop import step_hook
 
 
 @pytest.fixture(scope="module")

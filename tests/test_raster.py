@@ -238,8 +238,8 @@ class _SpyBackend(dr.RasterBackend):
 
 
 def test_a_registered_backend_serves_every_op():
-    from meshdream.cameras import make_cameras
-    from meshdream.mesh_render import render_mesh
+    from meshdream.render.cameras import make_cameras
+    from meshdream.render.mesh_render import render_mesh
 
     spy = dr.register_backend("spy", _SpyBackend())
     try:
@@ -280,7 +280,7 @@ def _sphere_scene(resolution=128, device="cpu"):
     import numpy as np
     import trimesh
 
-    from meshdream.cameras import make_cameras
+    from meshdream.render.cameras import make_cameras
 
     m = trimesh.creation.uv_sphere(radius=0.7, count=[24, 24])
     v = torch.tensor(np.asarray(m.vertices), dtype=torch.float32)
@@ -332,8 +332,8 @@ def test_nvdiffrast_matches_cpu_gradients():
 
 @pytest.mark.cuda
 def test_mesh_render_uses_mipmaps_on_cuda():
-    from meshdream.cameras import turntable_cameras
-    from meshdream.mesh_render import render_mesh
+    from meshdream.render.cameras import turntable_cameras
+    from meshdream.render.mesh_render import render_mesh
 
     pos, tri, uv = _sphere_scene()
     import trimesh

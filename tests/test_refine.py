@@ -5,17 +5,17 @@ import trimesh
 from click.testing import CliRunner
 
 import meshdream.raster as dr
-from meshdream.bake import bake_texture, dilate
-from meshdream.cameras import make_cameras
-from meshdream.checkpoint import load_checkpoint
+from meshdream.texture.bake import bake_texture, dilate
+from meshdream.render.cameras import make_cameras
+from meshdream.engine.checkpoint import load_checkpoint
 from meshdream.cli import cli
 from meshdream.config import load_config, to_dict
 from meshdream.errors import UserInputError
-from meshdream.mesh_render import render_mesh
-from meshdream.pipeline.refine import RefineConfig, refine
-from meshdream.regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
-from meshdream.stage_loop import step_hook
-from meshdream.uv import unwrap
+from meshdream.render.mesh_render import render_mesh
+from meshdream.stages.refine import RefineConfig, refine
+from meshdream.mesh.losses import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
+from meshdream.engine.stage_loop import step_hook
+from meshdream.mesh.uv import unwrap
 
 CPU = dr.get_context("cpu")
 

@@ -97,7 +97,7 @@ def test_non_finite_guidance_gradient_stops_the_run_with_t_and_scale(tmp_path, t
 
 
 def test_interrupt_says_which_checkpoint_is_kept(tmp_path, tiny_configs):
-    from meshdream.stage_loop import step_hook
+    from meshdream.engine.stage_loop import step_hook
 
     def ctrl_c_after(n):
         def hook(stage, done):
@@ -120,7 +120,7 @@ def test_a_full_disk_is_a_clear_error_naming_the_file(tmp_path):
         "import resource, signal, sys, torch\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
-        "from meshdream.checkpoint import save_checkpoint\n"
+        "from meshdream.engine.checkpoint import save_checkpoint\n"
         "from meshdream.errors import MeshdreamError\n"
         "try:\n"
         "    save_checkpoint(sys.argv[1], {'w': torch.zeros(100000)})\n"
@@ -138,7 +138,7 @@ def test_a_checkpoint_that_does_not_fit_the_stage_is_a_clear_error(tmp_path, coa
 
     import torch
 
-    from meshdream.checkpoint import load_checkpoint, save_checkpoint
+    from meshdream.engine.checkpoint import load_checkpoint, save_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(coarse_run, run)

@@ -2,9 +2,9 @@ import pytest
 
 from meshdream.errors import UserInputError
 from meshdream.config import to_dict
-from meshdream.pipeline.coarse import CoarseConfig
-from meshdream.pipeline.refine import RefineConfig
-from meshdream.resume import changed_settings, is_safe, resume_config
+from meshdream.stages.coarse import CoarseConfig
+from meshdream.stages.refine import RefineConfig
+from meshdream.engine.resume import changed_settings, is_safe, resume_config
 
 
 def test_safe_changes_are_applied():

@@ -8,11 +8,11 @@ import textwrap
 import pytest
 
 from meshdream.errors import UserInputError
-from meshdream.run import RunDir, RunLockedError, run_lock
+from meshdream.engine.run import RunDir, RunLockedError, run_lock
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from meshdream.run import run_lock
+    from meshdream.engine.run import run_lock
     with run_lock(sys.argv[1], "coarse"):
         print("held", flush=True)
         time.sleep(60)
@@ -95,7 +95,7 @@ def test_every_file_a_stage_writes_is_named_by_run_py(coarse_run):
 
 def test_batch_and_run_folders_share_one_output_check(tmp_path):
     """`batch --out` and RUN folders are checked by run.make_output_folder: a file, a foreign folder, an unwritable path."""
-    from meshdream.ray_batch import _check_out
+    from meshdream.batching.runner import _check_out
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

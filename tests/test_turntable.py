@@ -4,10 +4,10 @@ from click.testing import CliRunner
 from PIL import Image
 from test_export import textured_run
 
-from meshdream.asset import load_asset
+from meshdream.asset.model import load_asset
 from meshdream.cli import cli
-from meshdream.run import RunDir
-from meshdream.turntable import mp4_bytes, render_run, turntable_frames, turntable_of_run
+from meshdream.engine.run import RunDir
+from meshdream.stages.render import mp4_bytes, render_run, turntable_frames, turntable_of_run
 
 
 def _mp4_info(path):
@@ -39,10 +39,10 @@ def test_shading_only_covered_pixels_gives_the_full_frame_result(tmp_path):
     import torch
 
     from meshdream import raster as dr
-    from meshdream.asset import normals_of
-    from meshdream.cameras import turntable_cameras
-    from meshdream.shading import shade
-    from meshdream.turntable import _key_lights, _texture_of, iter_views
+    from meshdream.asset.model import normals_of
+    from meshdream.render.cameras import turntable_cameras
+    from meshdream.render.shading import shade
+    from meshdream.stages.render import _key_lights, _texture_of, iter_views
 
     asset = load_asset(RunDir(textured_run(tmp_path)))
     cams = turntable_cameras(3, elevation_deg=15.0, distance=2.0)
@@ -75,7 +75,7 @@ def test_mp4_is_h264_at_the_asked_size_and_length(tmp_path):
 
 
 def test_generate_turntables_gif_and_mp4(tmp_path, monkeypatch):
-    from meshdream import turntable
+    from meshdream.stages import render as turntable
 
     run = textured_run(tmp_path)
     for name, value in (("GIF_VIEWS", 4), ("GIF_SIZE", 32), ("VIDEO_SIZE", 64)):
@@ -91,7 +91,7 @@ def test_generate_turntables_gif_and_mp4(tmp_path, monkeypatch):
 def test_gif_encoded_beside_the_mp4_gives_the_same_files(tmp_path, monkeypatch):
     """turntable_of_run encodes the GIF on a worker thread while the MP4 renders: both files equal encoding
     them one after the other, byte for byte; when the MP4 fails the GIF is still written."""
-    from meshdream import turntable
+    from meshdream.stages import render as turntable
 
     run = textured_run(tmp_path)
     for name, value in (("GIF_VIEWS", 4), ("GIF_SIZE", 32), ("VIDEO_SIZE", 64)):
@@ -115,7 +115,7 @@ def test_gif_encoded_beside_the_mp4_gives_the_same_files(tmp_path, monkeypatch):
 
 
 def test_default_turntable_is_512px_and_4_to_6_seconds():
-    from meshdream import turntable
+    from meshdream.stages import render as turntable
 
     seconds = turntable.DEFAULT_VIEWS["mp4"] / turntable.MP4_FPS
     assert 4 <= seconds <= 6 and turntable.VIDEO_SIZE >= 512

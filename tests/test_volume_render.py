@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from meshdream.cameras import make_cameras
+from meshdream.render.cameras import make_cameras
 from meshdream.nerf.volume_render import OccupancyGrid, border_opacity_loss, frame_border_opacity, orientation_loss, ray_box, render_cameras, render_rays, sparsity_loss
 
 
@@ -109,7 +109,7 @@ def test_border_term_pulls_a_frame_filling_field_back_inside_the_frame(weight):
     """The coarse stage's border term on a real sdf field: a start sphere wider than the frame shrinks
     away from the views' edges, while a term standing in for SDS (which wants an object) keeps the middle
     of the frame opaque. Without the border term the field keeps filling the frame."""
-    from meshdream.cameras import CameraConfig, sample_cameras, turntable_cameras
+    from meshdream.render.cameras import CameraConfig, sample_cameras, turntable_cameras
     from meshdream.nerf.field import FieldConfig, NeRFField
     from meshdream.nerf.hash_grid import HashGridConfig
 

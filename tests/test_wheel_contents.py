@@ -64,7 +64,7 @@ def test_wheel_holds_the_prior_presets_gallery_and_licences(distribution):
     for name in ("meshdream/presets/sd.yaml", "meshdream/presets/if.yaml", "meshdream/guidance/embedded_prior/LICENSE",
                  "meshdream/guidance/embedded_prior/unet/diffusion_pytorch_model.safetensors",
                  "meshdream/guidance/embedded_prior/text_encoder/model.safetensors",
-                 "meshdream/gallery_assets/model-viewer-umd.min.js", "meshdream/cli.py", "meshdream/pipeline/generate.py"):
+                 "meshdream/gallery_assets/model-viewer-umd.min.js", "meshdream/cli.py", "meshdream/stages/generate.py"):
         assert name in wheel_files, name
     assert not any(f.startswith(("tests/", "scripts/", "configs/")) for f in wheel_files)
 

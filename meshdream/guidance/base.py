@@ -14,7 +14,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from ..cameras import VIEW_LABELS, view_label, view_prompt
+from ..render.cameras import VIEW_LABELS, view_label, view_prompt
 from ..config import bounded
 from ..errors import MeshdreamError, UserInputError
 

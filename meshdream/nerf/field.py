@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import load_checkpoint
+from ..engine.checkpoint import load_checkpoint
 from ..config import bounded, from_dict
 from .hash_grid import HashGrid, HashGridConfig
 from .mlp import ReluMLP

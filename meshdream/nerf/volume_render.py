@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..shading import shade
+from ..render.shading import shade
 
 
 # a sample gets a shading normal (4 density evaluations, with gradients) when its weight in the

@@ -1,8 +1,8 @@
 """Synthetic training images for the embedded prior: coloured primitives, lit, on white.
 
 Each image shows one primitive (sphere, cube, cylinder, cone, torus) centred in [-1, 1]^3, seen by a
-camera from :func:`meshdream.cameras.sample_cameras` (the same distribution the coarse stage
-samples), shaded by :func:`meshdream.shading.shade` with the camera sampler's point light, so the
+camera from :func:`meshdream.render.cameras.sample_cameras` (the same distribution the coarse stage
+samples), shaded by :func:`meshdream.render.shading.shade` with the camera sampler's point light, so the
 prior learns exactly the kind of images SDS will show it.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import List, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..cameras import CameraConfig, Cameras, sample_cameras, view_label, view_prompt
-from ..shading import shade
+from ..render.cameras import CameraConfig, Cameras, sample_cameras, view_label, view_prompt
+from ..render.shading import shade
 
 SHAPES = ("sphere", "cube", "cylinder", "cone", "torus")
 COLOURS = {

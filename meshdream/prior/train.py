@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..config import to_dict
 from .model import build_scheduler, build_text_encoder, build_tokenizer, build_unet, default_meta, encode_text, save_prior
 

@@ -13,7 +13,7 @@ def save_strip(images: torch.Tensor, path: str | os.PathLike) -> None:
 
     from PIL import Image
 
-    from .checkpoint import atomic_write_bytes
+    from ..atomic_files import atomic_write_bytes
 
     strip = torch.cat(list(images.detach().float().clamp(0, 1).cpu()), dim=-1)  # [3, H, N*W]
     arr = (strip.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

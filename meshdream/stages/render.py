@@ -16,12 +16,12 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from . import raster as dr
-from .asset import Asset, load_asset, normals_of
-from .cameras import Cameras, turntable_cameras
-from .checkpoint import atomic_write_bytes
-from .errors import UserInputError
-from .run import RunDir
+from .. import raster as dr
+from ..asset.model import Asset, load_asset, normals_of
+from ..render.cameras import Cameras, turntable_cameras
+from ..atomic_files import atomic_write_bytes
+from ..errors import UserInputError
+from ..engine.run import RunDir
 
 RENDER_FORMATS = ("mp4", "gif", "png")
 DEFAULT_VIEWS = {"mp4": 100, "gif": 24, "png": 8}
@@ -50,7 +50,7 @@ def iter_views(asset: Asset, cams: Cameras, size: int, batch: int = 2, ambient: 
     """Lit and normals views of ``asset``, ``batch`` views at a time: [b, size, size, 6] uint8 (lit RGB,
     normals RGB; row 0 = top), on white. One rasterisation per view serves both (positions, normals and
     UVs interpolated together). Small batches keep memory flat: a 512 px view's float buffers take ~60 MB."""
-    from .shading import shade
+    from ..render.shading import shade
 
     ctx = dr.get_context("cpu")
     uvs, texture = _texture_of(asset)
@@ -127,7 +127,7 @@ def mp4_bytes(frames: Iterable[np.ndarray], fps: int = MP4_FPS) -> bytes:
 
 def png_sheet(frames: np.ndarray) -> bytes:
     """All frames [N, H, W', 3] stacked top to bottom in one PNG."""
-    from .asset import png_bytes
+    from ..asset.model import png_bytes
 
     return png_bytes(np.concatenate(list(frames), axis=0))
 

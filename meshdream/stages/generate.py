@@ -5,11 +5,11 @@ import os
 import time
 from pathlib import Path
 
-from ..asset import FORMATS
+from ..asset.model import FORMATS
 from ..config import build_config, route_overrides
 from ..errors import UserInputError
 from ..guidance.base import check_prompt
-from ..run import RunDir, locks_run, removed_on_usage_error
+from ..engine.run import RunDir, locks_run, removed_on_usage_error
 from .coarse import CoarseConfig, coarse
 from .export import export
 from .refine import RefineConfig, refine
@@ -34,7 +34,7 @@ def generate(prompt: str, out: str | os.PathLike, *, guidance: str | None = None
     stage's texture resolution, ``faces`` decimates the exported mesh. With ``resume``, finished stages are
     kept and an interrupted one continues from its checkpoint.
     ``timings``, when given, receives the wall seconds of each step: coarse, refine, export, turntable."""
-    from ..turntable import turntable_of_run
+    from .render import turntable_of_run
 
     prompt = check_prompt(prompt)
     if format not in FORMATS:

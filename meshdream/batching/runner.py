@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .checkpoint import atomic_write_bytes
-from .errors import MeshdreamError, UserInputError
+from ..atomic_files import atomic_write_bytes
+from ..errors import MeshdreamError, UserInputError
 from .prompts_file import PromptJob, jobs_from_list, read_prompts
 
 INDEX_VERSION = 1
@@ -45,7 +45,7 @@ class BatchSettings:
 # ---------------------------------------------------------------------------------------------- jobs
 
 def _stage_config(cls, path: str | None, overrides: dict, where: str, stage: str):
-    from .config import load_config, merge
+    from ..config import load_config, merge
 
     try:
         cfg = load_config(cls, path)
@@ -56,9 +56,9 @@ def _stage_config(cls, path: str | None, overrides: dict, where: str, stage: str
 
 def job_spec(job: PromptJob, settings: BatchSettings, out: Path) -> dict:
     """Everything a worker needs for one prompt, as plain data; config errors are raised here, before any work."""
-    from .config import to_dict
-    from .pipeline.coarse import CoarseConfig
-    from .pipeline.refine import RefineConfig
+    from ..config import to_dict
+    from ..stages.coarse import CoarseConfig
+    from ..stages.refine import RefineConfig
 
     coarse_cfg = _stage_config(CoarseConfig, job.coarse_config or settings.coarse_config, dict(job.coarse), job.where, "coarse")
     refine_path = job.refine_config or settings.refine_config
@@ -85,8 +85,8 @@ def job_spec(job: PromptJob, settings: BatchSettings, out: Path) -> dict:
 
 def _checkpoint_steps(run: Path) -> dict[str, int]:
     """Steps of the stage checkpoints a RUN already holds (what a resumed job continues from)."""
-    from .checkpoint import load_checkpoint
-    from .run import RunDir
+    from ..engine.checkpoint import load_checkpoint
+    from ..engine.run import RunDir
 
     steps = {}
     for stage in ("coarse", "refine"):
@@ -106,7 +106,7 @@ _held_locks: list = []  # RUN locks this worker holds until it exits
 def _hold_run_lock(run: Path) -> float:
     """Make RUN (marked as a RUN folder) and take its lock, waiting while another process holds it; returns the
     seconds waited. A worker orphaned by a killed driver may still be writing the RUN for a moment."""
-    from .run import RunDir, RunLockedError, run_lock
+    from ..engine.run import RunDir, RunLockedError, run_lock
 
     RunDir.create(run)
     start = time.perf_counter()
@@ -160,10 +160,10 @@ def run_job(spec: dict, device: str, threads: int, resume: bool) -> dict:
 
     import torch
 
-    from .config import from_dict
-    from .pipeline.coarse import CoarseConfig
-    from .pipeline.generate import generate
-    from .pipeline.refine import RefineConfig
+    from ..config import from_dict
+    from ..stages.coarse import CoarseConfig
+    from ..stages.generate import generate
+    from ..stages.refine import RefineConfig
 
     torch.set_num_threads(threads)  # Ray also sets OMP_NUM_THREADS to the task's CPUs; torch's pool must agree
     run = Path(spec["run"])
@@ -257,7 +257,7 @@ def _is_finished(entry: dict, out: Path) -> bool:
 
 def _check_out(out: Path, resume: bool) -> None:
     """DIR is a new or empty folder, or (with resume) a batch folder; and writable. Checked before any work."""
-    from .run import make_output_folder
+    from ..engine.run import make_output_folder
 
     has_index = index_path(out).exists()
     if has_index and not resume:
@@ -326,7 +326,7 @@ def batch(prompts: str | os.PathLike | Iterable[Any], out: str | os.PathLike, *,
           negative_prompt: str | None = None, format: str = "glb", video: bool = True, progress: bool = True) -> dict:
     """Generate one asset per prompt on Ray; returns the index (also in DIR/index.json, gallery in DIR/index.html).
 
-    ``prompts``: a prompts file (see ``meshdream.prompts_file``) or a list of prompt strings / mappings.
+    ``prompts``: a prompts file (see ``meshdream.batching.prompts_file``) or a list of prompt strings / mappings.
     ``address``: None starts a local Ray for the call; "auto" or "ray://host:port" joins a running cluster.
     ``workers``: jobs at once (default: the cluster's CPUs // cpus_per_job, and GPUs // gpus_per_job).
     Failed prompts are retried ``retries`` times, then reported in the index; they never stop the others.

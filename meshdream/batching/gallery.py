@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 from urllib.parse import quote
 
-from .checkpoint import atomic_write_bytes
+from ..atomic_files import atomic_write_bytes
 
-ASSETS = Path(__file__).with_name("gallery_assets")
+ASSETS = Path(__file__).parent.parent / "gallery_assets"  # package data, next to presets/
 VIEWER_JS = "model-viewer-umd.min.js"
 STATUS_COLOURS = {"done": "#1a7f37", "failed": "#cf222e", "running": "#9a6700", "pending": "#57606a"}
 

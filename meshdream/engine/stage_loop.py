@@ -12,7 +12,7 @@ resumed refine run follow one rule:
     ... write the stage's outputs ...
     loop.finish()                                         # the final checkpoint, marked done
 
-Resume rule (:mod:`meshdream.resume`): a resumed stage runs with the config saved in its checkpoint;
+Resume rule (:mod:`meshdream.engine.resume`): a resumed stage runs with the config saved in its checkpoint;
 settings given again are applied where that is safe (iters, learning rates, loss weights, guidance
 strength, cadence, extraction) and otherwise refused with a message listing them.
 
@@ -31,10 +31,11 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, Type, Type
 
 import torch
 
-from .checkpoint import load_checkpoint, remove_stale_temporaries, rng_state, save_checkpoint, set_rng_state
-from .config import save_config, stage_config, to_dict
-from .errors import CheckpointError, MeshdreamError, UserInputError
-from .guidance.base import NonFiniteGuidanceError
+from ..atomic_files import remove_stale_temporaries
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..config import save_config, stage_config, to_dict
+from ..errors import CheckpointError, MeshdreamError, UserInputError
+from ..guidance.base import NonFiniteGuidanceError
 from .run import CHECKPOINT_FILE, CONFIG_FILE, PREVIEWS_FOLDER
 
 T = TypeVar("T")
@@ -66,7 +67,7 @@ def start_stage(name: str, folder: Path, cls: Type[T], config, overrides: Mappin
 
     Fresh: ``cls`` defaults < ``config`` (YAML path or dataclass) < ``overrides``. Resumed: the config saved
     in ``folder/checkpoint.pt``; settings given again (``config``, ``overrides``) are applied where that is
-    safe and refused otherwise (:func:`meshdream.resume.resume_config`). ``overrides`` maps config keys to
+    safe and refused otherwise (:func:`meshdream.engine.resume.resume_config`). ``overrides`` maps config keys to
     values (None: not given)."""
     from .resume import resume_config
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 SLUG_MAX = 60
 OVERRIDE_KEYS = ("slug", "seed", "coarse_iters", "refine_iters", "negative_prompt", "guidance", "coarse_config",

@@ -15,7 +15,7 @@ from typing import Tuple
 
 import torch
 
-from .config import bounded
+from ..config import bounded
 
 
 @dataclass

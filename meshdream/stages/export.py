@@ -1,5 +1,5 @@
 """Export stage: a RUN's asset, optionally decimated and with its texture resampled, written in any format of
-the asset writers' table (meshdream.asset.WRITERS: GLB / glTF / OBJ + MTL + PNG / PLY)."""
+the asset writers' table (meshdream.asset.model.WRITERS: GLB / glTF / OBJ + MTL + PNG / PLY)."""
 from __future__ import annotations
 
 import os
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..asset import FORMATS, Asset, load_asset, resize_texture, sample_texture, write_asset
+from ..asset.model import FORMATS, Asset, load_asset, resize_texture, sample_texture, write_asset
 from ..errors import UserInputError
-from ..run import RunDir, locks_run
+from ..engine.run import RunDir, locks_run
 
 
 def decimate(asset: Asset, faces: int) -> Asset:
@@ -41,8 +41,8 @@ def retexture(asset: Asset, vertices: np.ndarray, faces: np.ndarray) -> Asset:
     import trimesh
 
     from .. import raster as dr
-    from ..bake import dilate, uv_positions
-    from ..uv import unwrap
+    from ..texture.bake import dilate, uv_positions
+    from ..mesh.uv import unwrap
 
     size = asset.texture.shape[0]
     uv = unwrap(vertices, faces, resolution=size)
@@ -63,8 +63,8 @@ def retexture(asset: Asset, vertices: np.ndarray, faces: np.ndarray) -> Asset:
 
 def check_stages(run: RunDir) -> None:
     """Refuse to export a stage that has not finished, was changed after it was made, or was made from an
-    earlier coarse result (see :mod:`meshdream.provenance`)."""
-    from ..provenance import RECORD, verified
+    earlier coarse result (see :mod:`meshdream.engine.provenance`)."""
+    from ..engine.provenance import RECORD, verified
 
     if (run.refine / RECORD).is_file() or run.refined_mesh.is_file():
         verified(run, "refine")
@@ -107,8 +107,8 @@ def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.Path
     if faces is not None:
         asset = decimate(asset, faces)
     if normal_map and asset is not full:
-        from ..asset import normals_of
-        from ..normal_map import bake_normal_map
+        from ..asset.model import normals_of
+        from ..texture.normal_map import bake_normal_map
 
         asset.normals = normals_of(asset)
         asset.normal_map = bake_normal_map(full.vertices, full.faces, normals_of(full), asset.vertices, asset.faces, asset.uvs,

@@ -9,7 +9,7 @@
 - :func:`render_asset` renders it from given cameras through our rasteriser, shaded like the prior's
   training images; :func:`contact_sheet` lays labelled views out in one PNG.
 
-Lower layer: never imports ``meshdream.pipeline``.
+Lower layer: never imports ``meshdream.stages``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .prior.primitives import SDFS, SHAPES
+from ..prior.primitives import SDFS, SHAPES
 
 # Size the prior's primitives are drawn at is 0.6..0.85; the reference uses the middle. Chamfer is
 # reported relative to the reference's bounding-box diagonal, and alignment fits the scale, so the
@@ -179,7 +179,7 @@ def primitive_project(shape: str, points: np.ndarray, size: float = REFERENCE_SI
 def primitive_mesh(shape: str, resolution: int, size: float = REFERENCE_SIZE, bound: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """The primitive meshed by our marching cubes from its SDF on a resolution^3 grid over [-bound, bound]^3
     (the same grid the pipeline extracts on): vertices [V, 3], faces [F, 3]."""
-    from .mesh import marching_cubes
+    from ..mesh import marching_cubes
 
     lin = np.linspace(-bound, bound, resolution)
     pts = np.stack(np.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)
@@ -399,8 +399,8 @@ def smooth_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def render_asset(asset: LoadedAsset, cameras, resolution: int, supersample: int = 2, shading: str = "lambertian") -> torch.Tensor:
     """Images [B, 3, R, R] in [0, 1] on white, rendered at R * supersample and area-averaged like the
     prior's training renders, shaded with each camera's point light."""
-    from . import raster as dr
-    from .mesh_render import render_mesh
+    from .. import raster as dr
+    from ..render.mesh_render import render_mesh
 
     B, hr = len(cameras), resolution * supersample
     if len(asset.faces) == 0:

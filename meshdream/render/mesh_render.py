@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from . import raster as dr
+from .. import raster as dr
 from .cameras import Cameras
-from .regularizers import vertex_normals
+from ..mesh.losses import vertex_normals
 from .shading import shade
 
 

@@ -6,7 +6,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import raster as dr
+from .. import raster as dr
 
 
 def uv_positions(ctx: dr.RasterContext, positions: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor,

@@ -13,10 +13,10 @@ from typing import ClassVar, Optional, Tuple
 
 import torch
 
-from ..cameras import CameraConfig, sample_cameras, turntable_cameras
-from ..checkpoint import save_checkpoint
+from ..render.cameras import CameraConfig, sample_cameras, turntable_cameras
+from ..engine.checkpoint import save_checkpoint
 from ..config import SEED_MAX, bounded, build_config
-from ..device import resolve_device
+from ..engine.device import resolve_device
 from ..errors import MeshdreamError, UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..guidance.base import check_prompt
@@ -25,12 +25,12 @@ from ..nerf.extract import ExtractConfig, extract_mesh
 from ..nerf.field import FieldConfig, NeRFField, eikonal_loss, normal_smoothness_loss, save_field_state
 from ..nerf.hash_grid import HashGridConfig
 from ..nerf.volume_render import OccupancyGrid, border_opacity_loss, frame_border_opacity, orientation_loss, render_cameras, sparsity_loss
-from ..previews import save_strip
-from ..provenance import mark_started, write_record
-from ..run import RunDir, locks_run, write_prompt
-from ..shading import ShadingConfig, shading_for_step
-from ..stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
-from ..device import device_errors
+from ..engine.previews import save_strip
+from ..engine.provenance import mark_started, write_record
+from ..engine.run import RunDir, locks_run, write_prompt
+from ..render.shading import ShadingConfig, shading_for_step
+from ..engine.stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
+from ..engine.device import device_errors
 
 
 MAX_DEFAULT_RESOLUTION = 64  # NeRF renders when the config names no resolution
@@ -215,7 +215,7 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
 
     A run whose field fills the frame (the SDS collapse) starts over with the next seed, up to
     ``restarts`` times, and says so; after that it stops with what happened and what to change.
-    With ``resume``, continues RUN's coarse checkpoint (see :mod:`meshdream.resume` for which settings
+    With ``resume``, continues RUN's coarse checkpoint (see :mod:`meshdream.engine.resume` for which settings
     may change on a resume)."""
     config = build_config(CoarseConfig, config, preset, overrides) or config
     seeds = []
@@ -357,7 +357,7 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
 
 def _record_intact(run: RunDir) -> bool:
     """Is the finished coarse stage's record there and are its outputs the ones it records?"""
-    from ..provenance import outputs_match, read_record
+    from ..engine.provenance import outputs_match, read_record
 
     record = read_record(run, "coarse")
     return record is not None and record["finished"] and outputs_match(run, "coarse", record)
@@ -367,7 +367,7 @@ def _save_mesh(path: Path, vertices, faces, colours) -> None:
     import numpy as np
     import trimesh
 
-    from ..checkpoint import atomic_write_bytes
+    from ..atomic_files import atomic_write_bytes
 
     mesh = trimesh.Trimesh(vertices, faces, vertex_colors=(np.clip(colours, 0, 1) * 255).astype(np.uint8), process=False)
     atomic_write_bytes(path, mesh.export(file_type="ply"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 
-from .config import bounded
+from ..config import bounded
 
 SHADING_MODES = ("albedo", "lambertian", "textureless")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import MeshdreamError, UserInputError
+from ..errors import MeshdreamError, UserInputError
 
 
 def resolve_device(device: str | None) -> torch.device:

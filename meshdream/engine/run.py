@@ -8,11 +8,11 @@ RUN/
   coarse/mesh.ply           coarse mesh (vertex colours = NeRF albedo)
   coarse/field.pt           final NeRF parameters + config (for baking the texture in refine)
   refine/config.yaml, refine/checkpoint.pt, refine/previews/
-  <stage>/stage.json         what a finished stage was made from (meshdream.provenance)
+  <stage>/stage.json         what a finished stage was made from (meshdream.engine.provenance)
   refine/mesh.obj, refine/mesh.mtl, refine/texture.png   refined textured mesh
   export/model.glb …        exported assets
   turntable.gif             turntable of the final asset (generate)
-  <stage>/stage.json        what a finished stage was made from (meshdream.provenance)
+  <stage>/stage.json        what a finished stage was made from (meshdream.engine.provenance)
   .meshdream-run            marks the folder as a RUN (meshdream writes only into RUN folders)
   .meshdream.lock           held (filelock) by the one process writing the RUN; .meshdream.lock.json says who
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import MeshdreamError, UserInputError
+from ..errors import MeshdreamError, UserInputError
 
 MARKER = ".meshdream-run"
 LOCK = ".meshdream.lock"
@@ -83,7 +83,7 @@ def run_lock(root: str | os.PathLike, stage: str, read_only_ok: bool = False) ->
     _held[key] = [lock, 1, stage]
     info = os.path.join(key, LOCK_INFO)
     try:
-        from .checkpoint import atomic_write_bytes
+        from ..atomic_files import atomic_write_bytes
 
         atomic_write_bytes(info, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
                                              "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode())
@@ -296,7 +296,7 @@ def write_prompt(run: RunDir, info: dict) -> None:
     """Record prompt, negative_prompt and seed of RUN (atomically)."""
     import yaml
 
-    from .checkpoint import atomic_write_bytes
+    from ..atomic_files import atomic_write_bytes
 
     atomic_write_bytes(run.prompt_file, yaml.safe_dump(info, sort_keys=False).encode())
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Type, TypeVar
 
-from .config import from_dict, merge, stage_config, to_dict
-from .errors import UserInputError
+from ..config import from_dict, merge, stage_config, to_dict
+from ..errors import UserInputError
 
 T = TypeVar("T")
 

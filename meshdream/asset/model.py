@@ -14,8 +14,8 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from .errors import UserInputError
-from .run import RunDir, read_prompt, read_yaml, reading, rerun
+from ..errors import UserInputError
+from ..engine.run import RunDir, read_prompt, read_yaml, reading, rerun
 
 GENERATOR = "meshdream"
 
@@ -163,7 +163,7 @@ def to_trimesh(asset: Asset):
     normals = normals_of(asset)
     mesh = trimesh.Trimesh(asset.vertices, asset.faces, visual=visual, vertex_normals=normals, process=False)
     if asset.normal_map is not None:  # the tangent frame the map was baked in, exported as TANGENT (see _gltf_tree_fixer)
-        from .normal_map import vertex_tangents
+        from ..texture.normal_map import vertex_tangents
 
         mesh.vertex_attributes["_TANGENT"] = vertex_tangents(asset.vertices, asset.faces, asset.uvs, normals)
     return mesh
@@ -175,7 +175,7 @@ ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 
 def _gltf_tree_fixer(asset: Asset) -> Callable[[dict], None]:
     """Name the node / mesh / material, say who made the file and how, and set bufferView targets."""
-    from . import __version__
+    from .. import __version__
 
     def fix(tree: dict) -> None:
         tree["asset"]["generator"] = f"{GENERATOR} {__version__}"
@@ -236,7 +236,7 @@ def obj_files(asset: Asset, stem: str, texture_file: str | None = None) -> dict[
     a vertex-coloured asset writes colours after the positions (the common `v x y z r g b` extension)."""
     from trimesh.exchange.obj import export_obj
 
-    from . import __version__
+    from .. import __version__
 
     header = f"{GENERATOR} {__version__}"
     mesh = to_trimesh(asset)
@@ -278,7 +278,7 @@ def asset_files(asset: Asset, format: str, stem: str) -> dict[str, bytes]:
 
 def write_files(files: dict[str, bytes], folder: Path) -> None:
     """Write every file atomically; the main (first) file last, so its presence means the set is complete."""
-    from .checkpoint import atomic_write_bytes
+    from ..atomic_files import atomic_write_bytes
 
     names = list(files)
     for name in names[1:] + names[:1]:

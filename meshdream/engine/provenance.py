@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from .errors import MeshdreamError
+from ..errors import MeshdreamError
 from .run import RECORD_FILE as RECORD  # the RUN layout's names live in run.py
 from .run import RunDir, rerun
 
@@ -42,7 +42,7 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def config_hash(config: Any) -> str:
     """sha256 of a dataclass config's canonical JSON."""
-    from .config import to_dict
+    from ..config import to_dict
 
     return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode()).hexdigest()
 
@@ -58,7 +58,7 @@ class UnrecordedStageWarning(UserWarning):
 
 def mark_started(folder: Path, stage: str) -> None:
     """The stage is (re)running: until it finishes, downstream stages and exports refuse its folder."""
-    from .checkpoint import atomic_write_bytes
+    from ..atomic_files import atomic_write_bytes
 
     atomic_write_bytes(Path(folder) / RECORD, json.dumps({"stage": stage, "finished": False}).encode())
 
@@ -66,7 +66,7 @@ def mark_started(folder: Path, stage: str) -> None:
 def write_record(folder: Path, stage: str, *, prompt: str, negative_prompt: str, config: Any,
                  upstream: Optional[dict], outputs: Iterable[Path]) -> dict:
     """Record a finished stage (after its outputs are written); returns the record."""
-    from .checkpoint import atomic_write_bytes
+    from ..atomic_files import atomic_write_bytes
 
     record = {"stage": stage, "finished": True, "prompt": prompt, "negative_prompt": negative_prompt or "", "config_hash": config_hash(config),
               "upstream": dict(upstream or {}), "outputs": {Path(p).name: file_digest(p) for p in outputs}}

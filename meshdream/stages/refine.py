@@ -16,22 +16,22 @@ import numpy as np
 import torch
 
 from .. import raster as dr
-from ..asset import WRITERS, Asset, check_mesh, write_files
-from ..bake import bake_texture, bake_vertex_colours
-from ..cameras import CameraConfig, sample_cameras, turntable_cameras
+from ..asset.model import WRITERS, Asset, check_mesh, write_files
+from ..texture.bake import bake_texture, bake_vertex_colours
+from ..render.cameras import CameraConfig, sample_cameras, turntable_cameras
 from ..config import SEED_MAX, bounded, build_config
-from ..device import resolve_device
+from ..engine.device import resolve_device
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
-from ..mesh_render import render_mesh
-from ..regularizers import edges_of, face_pairs, laplacian_loss, normal_consistency_loss, vertex_normals
-from ..run import CorruptRunFileError, RunDir, locks_run, read_prompt, read_yaml, reading, rerun
-from ..previews import save_strip
-from ..shading import ShadingConfig, shading_for_step
-from ..provenance import RECORD, StaleStageError, fingerprint_of, mark_started, outputs_match, read_record, write_record
-from ..stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
-from ..device import device_errors
-from ..uv import unwrap
+from ..render.mesh_render import render_mesh
+from ..mesh.losses import edges_of, face_pairs, laplacian_loss, normal_consistency_loss, vertex_normals
+from ..engine.run import CorruptRunFileError, RunDir, locks_run, read_prompt, read_yaml, reading, rerun
+from ..engine.previews import save_strip
+from ..render.shading import ShadingConfig, shading_for_step
+from ..engine.provenance import RECORD, StaleStageError, fingerprint_of, mark_started, outputs_match, read_record, write_record
+from ..engine.stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
+from ..engine.device import device_errors
+from ..mesh.uv import unwrap
 
 
 @dataclass
@@ -138,8 +138,8 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
            progress: bool = True, negative_prompt: str | None = None, preset: str | None = None, overrides=None) -> Path:
     """Refine RUN's coarse mesh and texture by SDS. Returns RUN/refine/mesh.obj.
 
-    Config as for :func:`meshdream.pipeline.coarse.coarse`. ``negative_prompt`` replaces the one the coarse
-    stage used (default: the same). With ``resume``, continues RUN's refine checkpoint (see :mod:`meshdream.stage_loop`
+    Config as for :func:`meshdream.stages.coarse.coarse`. ``negative_prompt`` replaces the one the coarse
+    stage used (default: the same). With ``resume``, continues RUN's refine checkpoint (see :mod:`meshdream.engine.stage_loop`
     for which options a resume honours)."""
     config = build_config(RefineConfig, config, preset, overrides) or config
     run_dir = RunDir.existing(run)

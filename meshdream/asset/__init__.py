@@ -1,0 +1,1 @@
+"""The asset: a textured mesh, loading it from a RUN, its metrics and the export formats."""

@@ -1,0 +1,1 @@
+"""`meshdream batch`: the Ray runner, the prompts file and the gallery."""

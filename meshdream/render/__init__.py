@@ -1,0 +1,1 @@
+"""Cameras, shading and rendering a mesh through the raster ops."""

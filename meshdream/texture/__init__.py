@@ -1,0 +1,1 @@
+"""Texture operations on UV-mapped meshes: baking, normal maps."""
