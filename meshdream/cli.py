@@ -181,14 +181,17 @@ def refine(run, overrides, preset, config, guidance, iters, texture_size, seed, 
 @click.option("--texture-size", type=click.IntRange(min=16, max=8192), default=None, help="Resample the texture to this size.")
 @click.option("--normal-map", is_flag=True,
               help="With --faces: bake the refined mesh's normals into a normal map of the decimated mesh (GLB, glTF).")
+@click.option("--size-mm", type=float, default=None, metavar="MM",
+              help="STL / 3MF: length of the print's longest side in millimetres (default 50).")
 @_user_errors
-def export(run, fmt, output, faces, texture_size, normal_map):
-    """Export RUN's textured mesh as GLB / glTF / OBJ (+MTL, PNG) / PLY (vertex colours)."""
+def export(run, fmt, output, faces, texture_size, normal_map, size_mm):
+    """Export RUN's textured mesh as GLB / glTF / OBJ (+MTL, PNG) / PLY (vertex colours), or for 3D printing as
+    STL / 3MF (one closed solid, millimetres, +Z up)."""
     from .engine.run import removed_on_usage_error
 
     fn = _stage("export", "export")
     with removed_on_usage_error(os.path.dirname(output) if output else os.path.join(run, "export")):
-        path = fn(run, format=fmt, output=output, faces=faces, texture_size=texture_size, normal_map=normal_map)
+        path = fn(run, format=fmt, output=output, faces=faces, texture_size=texture_size, normal_map=normal_map, size_mm=size_mm)
     click.echo(f"exported: {path}")
 
 

@@ -26,7 +26,7 @@ def _with_prompt(run):
 
 
 def test_cli_format_choices_come_from_the_writer_table():
-    assert FORMATS == tuple(WRITERS) and set(FORMATS) == {"glb", "gltf", "obj", "ply"}
+    assert FORMATS == tuple(WRITERS) and set(FORMATS) == {"glb", "gltf", "obj", "ply", "stl", "3mf"}
     r = CliRunner().invoke(cli, ["export", "--help"])
     for fmt in WRITERS:
         assert fmt in r.output

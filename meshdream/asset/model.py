@@ -3,6 +3,7 @@
 Writers are one table, ``WRITERS = {format: writer}``; a writer turns an :class:`Asset` into the files of
 that format, ``{file name: bytes}``, without touching the disk (``write_asset`` writes them atomically).
 The CLI's ``--format`` choices, the export stage and the refine stage's OBJ all go through this table.
+STL and 3MF (meshdream.asset.printing) write the asset as one closed solid for 3D printing (``size_mm``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..engine.run import RunDir, read_prompt, read_yaml, reading, rerun
+from .printing import stl_files, threemf_files  # 3D-print formats: one closed solid, millimetres, +Z up
 
 GENERATOR = "meshdream"
 
@@ -264,16 +266,18 @@ def ply_files(asset: Asset, stem: str) -> dict[str, bytes]:
     return {f"{stem}.ply": export_ply(mesh, encoding="binary", vertex_normal=True, include_attributes=False)}
 
 
-Writer = Callable[[Asset, str], Dict[str, bytes]]
-WRITERS: Dict[str, Writer] = {"glb": glb_files, "gltf": gltf_files, "obj": obj_files, "ply": ply_files}
+Writer = Callable[..., Dict[str, bytes]]  # writer(asset, stem, **options) -> {file name: bytes}
+WRITERS: Dict[str, Writer] = {"glb": glb_files, "gltf": gltf_files, "obj": obj_files, "ply": ply_files,
+                              "stl": stl_files, "3mf": threemf_files}
 FORMATS = tuple(WRITERS)
 
 
-def asset_files(asset: Asset, format: str, stem: str) -> dict[str, bytes]:
-    """The files of ``asset`` in ``format``: {file name: contents}, the main file first."""
+def asset_files(asset: Asset, format: str, stem: str, **options) -> dict[str, bytes]:
+    """The files of ``asset`` in ``format``: {file name: contents}, the main file first. ``options`` go to the
+    format's writer (``size_mm`` for stl / 3mf)."""
     if format not in WRITERS:
         raise UserInputError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    return WRITERS[format](asset, stem)
+    return WRITERS[format](asset, stem, **options)
 
 
 def write_files(files: dict[str, bytes], folder: Path) -> None:
@@ -285,10 +289,11 @@ def write_files(files: dict[str, bytes], folder: Path) -> None:
         atomic_write_bytes(Path(folder) / name, files[name])
 
 
-def write_asset(asset: Asset, path: Path, format: str) -> Path:
-    """Write ``asset`` as ``path`` (its format's main file) plus any side files beside it."""
+def write_asset(asset: Asset, path: Path, format: str, **options) -> Path:
+    """Write ``asset`` as ``path`` (its format's main file) plus any side files beside it; ``options`` go to
+    the format's writer."""
     path = Path(path)
-    files = asset_files(asset, format, path.stem)
+    files = asset_files(asset, format, path.stem, **options)
     main = next(iter(files))
     if main != path.name:  # e.g. a user's --output name with another suffix
         files = {path.name: files.pop(main), **files}

@@ -1,5 +1,5 @@
 """Export stage: a RUN's asset, optionally decimated and with its texture resampled, written in any format of
-the asset writers' table (meshdream.asset.model.WRITERS: GLB / glTF / OBJ + MTL + PNG / PLY)."""
+the asset writers' table (meshdream.asset.model.WRITERS: GLB / glTF / OBJ + MTL + PNG / PLY, and for 3D printing STL / 3MF)."""
 from __future__ import annotations
 
 import os
@@ -74,12 +74,14 @@ def check_stages(run: RunDir) -> None:
 
 @locks_run("export", lambda run, **_: RunDir.existing(run), read_only_ok=True)
 def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.PathLike | None = None, faces: int | None = None,
-           texture_size: int | None = None, normal_map: bool = False) -> Path:
+           texture_size: int | None = None, normal_map: bool = False, size_mm: float | None = None) -> Path:
     """Write RUN's asset in ``format``; returns the main file's path (default RUN/export/model.FORMAT).
 
     ``faces`` decimates the mesh (and re-bakes its texture); with ``normal_map`` the refined mesh's normals are
     baked into a tangent-space normal map of the decimated one (GLB / glTF ``normalTexture``), so the detail
-    the faces lose still shades."""
+    the faces lose still shades. ``size_mm`` (stl / 3mf only, default 50): the printed solid's longest side."""
+    from ..asset.printing import PRINT_FORMATS, check_size_mm
+
     if normal_map and faces is None:
         raise UserInputError("--normal-map needs --faces N: the map carries the full mesh's detail onto a decimated one")
     if normal_map and format not in ("glb", "gltf"):
@@ -88,6 +90,9 @@ def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.Path
         raise UserInputError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if faces is not None and faces < 4:
         raise UserInputError(f"--faces {faces} is too small; a closed mesh needs at least 4 faces")
+    if size_mm is not None and format not in PRINT_FORMATS:
+        raise UserInputError(f"--size-mm sizes a 3D-print file; use it with --format {' or '.join(PRINT_FORMATS)}, not {format!r}")
+    options = {"size_mm": check_size_mm(size_mm)} if format in PRINT_FORMATS else {}
     if texture_size is not None and not 16 <= texture_size <= 8192:
         raise UserInputError(f"--texture-size {texture_size} is out of range; use 16 to 8192")
     run_dir = RunDir.existing(run)
@@ -115,5 +120,5 @@ def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.Path
                                            asset.normals, texture_size or asset.texture.shape[0])
     if texture_size is not None and asset.texture is not None:
         asset.texture = resize_texture(asset.texture, texture_size)
-    write_asset(asset, path, format)
+    write_asset(asset, path, format, **options)
     return path
