@@ -120,6 +120,13 @@ def test_every_asset_is_drawn_in_headless_chromium_without_console_errors(galler
                 canvas = Image.open(io.BytesIO(base64.b64decode(data.split(",", 1)[1])))
                 alpha = np.asarray(canvas.convert("RGBA"))[..., 3]
                 assert (alpha > 0).mean() > 0.05, f"viewer {i}: its canvas is empty"
+            # turntable previews keep their aspect ratio (a sphere's views stay round, not tall ellipses)
+            page.wait_for_function("Array.from(document.querySelectorAll('img.turntable')).every(i => i.complete && i.naturalWidth)")
+            shapes = page.evaluate("Array.from(document.querySelectorAll('img.turntable')).map(i => "
+                                   "[i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width, i.getBoundingClientRect().height])")
+            assert len(shapes) == 2
+            for natural_w, natural_h, shown_w, shown_h in shapes:
+                assert shown_h > 0 and abs(shown_w / shown_h - natural_w / natural_h) < 0.02 * natural_w / natural_h, shapes
             assert "a yellow cone" in page.content() and "extraction threshold" in page.content()
             browser.close()
     finally:

@@ -103,7 +103,8 @@ header p {{ color: #57606a; }}
 .card {{ border: 1px solid #d0d7de; border-radius: 8px; padding: 0.8rem; }}
 .card h2 {{ font-size: 1.05rem; margin: 0.5rem 0; }}
 model-viewer {{ width: 100%; height: 280px; background-color: #eef1f4; border-radius: 6px; }}
-.turntable {{ display: block; width: 96px; height: 96px; margin-top: 0.4rem; image-rendering: auto; }}
+/* the turntable is a lit and a normals view side by side: a fixed width and automatic height keep its aspect ratio */
+.turntable {{ display: block; width: 192px; max-width: 100%; height: auto; margin-top: 0.4rem; image-rendering: auto; }}
 .status {{ color: #fff; border-radius: 1em; padding: 0.1em 0.6em; font-size: 0.85em; }}
 dl {{ display: grid; grid-template-columns: auto 1fr; gap: 0.1rem 0.8rem; font-size: 0.85rem; margin: 0.5rem 0; }}
 dt {{ color: #57606a; }} dd {{ margin: 0; }}
