@@ -130,8 +130,8 @@ setup(
         # setuptools + pybind11: tests/test_wheel_contents.py runs setup.py itself (pip builds in an isolated env)
         # gradio: tests/test_app.py drives `meshdream app` in headless Chromium
         "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16", "ray[client]>=2.9", "playwright>=1.40",
-                 "setuptools>=77", "pybind11>=2.11", "gradio>=5"],
-        "app": ["gradio>=5"],  # `meshdream app`: the local web page (its frontend, 3D viewer included, ships in the wheel)
+                 "setuptools>=77", "pybind11>=2.11", "gradio>=6"],
+        "app": ["gradio>=6"],  # `meshdream app`: the local web page (its frontend, 3D viewer included, ships in the wheel)
         "cluster": ["ray[client]>=2.9"],  # `meshdream batch` (ray[client] for --address ray://host:port)
         "bench": ["PyMCubes>=0.1.4"],
         # DeepFloyd IF's T5 tokenizer (spiece.model) needs these; SD and the embedded prior do not

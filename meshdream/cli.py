@@ -1,4 +1,4 @@
-"""The ``meshdream`` command line: coarse, refine, export, generate, batch, render.
+"""The ``meshdream`` command line: coarse, refine, export, generate, batch, render, app.
 
 Each command is a thin wrapper over the Python function of the same name; user errors become click
 usage errors (exit code 2) and other meshdream errors clean messages (exit code 1), never tracebacks.
@@ -284,6 +284,27 @@ def render(run, views, size, fmt, output):
 
     path = render_run(run, views=views, size=size, format=fmt, output=output)
     click.echo(f"rendered: {path}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="Port to serve on.")
+@click.option("--runs", type=click.Path(file_okay=False), default="meshdream-runs", show_default=True,
+              help="Folder for the app's RUN folders (the list of earlier runs reads it).")
+@guidance_option
+@click.option("--coarse-config", type=click.Path(dir_okay=False), default=None, help="YAML for every run's coarse stage.")
+@click.option("--refine-config", type=click.Path(dir_okay=False), default=None, help="YAML for every run's refine stage.")
+@device_option
+@_user_errors
+def app(host, port, runs, guidance, coarse_config, refine_config, device):
+    """A local web page: type a prompt, watch it take shape, turn it in a 3D viewer, download GLB / OBJ / STL.
+
+    Needs the app extra: pip install 'meshdream[app]'. Stop it with Ctrl+C."""
+    _check_device(device)
+    from .app.page import serve
+
+    click.echo(f"meshdream app on http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/ (runs in {runs}/)")
+    serve(runs, host=host, port=port, guidance=guidance, coarse_config=coarse_config, refine_config=refine_config, device=device)
 
 
 def main() -> None:

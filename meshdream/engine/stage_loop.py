@@ -18,7 +18,9 @@ strength, cadence, extraction) and otherwise refused with a message listing them
 
 Step hooks (:func:`step_hook`) are called after every finished step, after its checkpoint and
 preview; an exception raised by a hook stops the run there like a crash would (tests use this to
-"kill" a run at a chosen step).
+"kill" a run at a chosen step). A hook that raises :class:`StopRun` asks for a clean stop instead:
+the loop first checkpoints the finished step, so ``--resume`` continues from exactly there (the web
+app's cancel button).
 """
 from __future__ import annotations
 
@@ -143,6 +145,11 @@ def progress_bar(total: int, initial: int, enabled: bool, desc: str):
 # ------------------------------------------------------------------------------------- step hooks
 
 StepHook = Callable[[str, int], None]  # (stage name, steps done)
+
+
+class StopRun(Exception):
+    """Raised by a step hook to stop a run cleanly: the stage loop checkpoints the finished step, then
+    re-raises (the run folder resumes from that step)."""
 _HOOKS: contextvars.ContextVar[Tuple[StepHook, ...]] = contextvars.ContextVar("meshdream_step_hooks", default=())
 
 
@@ -239,8 +246,13 @@ class StageLoop:
                     self.checkpoint(done)
                 if cfg.preview_every and done % cfg.preview_every == 0:
                     preview(self.preview_path(f"step_{done:06d}.png"), False)
-                for hook in hooks:
-                    hook(self.name, done)
+                try:
+                    for hook in hooks:
+                        hook(self.name, done)
+                except StopRun:
+                    if self.last_checkpoint != done:
+                        self.checkpoint(done)
+                    raise
         except KeyboardInterrupt:  # say what is left to continue from (the CLI prints it)
             raise KeyboardInterrupt(f"{self.name} interrupted at step {step}; {self.kept()}") from None
         bar.close()
