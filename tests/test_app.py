@@ -16,7 +16,7 @@ from test_gallery import chromium  # noqa: F401  (Debian's chromium, installed w
 
 pytest.importorskip("gradio", reason="the app extra: pip install 'meshdream[app]' (the test extra installs it)")
 
-from meshdream.checkpoint import load_checkpoint  # noqa: E402
+from meshdream.engine.checkpoint import load_checkpoint  # noqa: E402
 from meshdream.app.runs import Runner, Settings, check_settings, example_prompts  # noqa: E402
 
 CLEAR = np.array([0.93, 0.945, 0.957]) * 255  # the viewer's background (page.py)

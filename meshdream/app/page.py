@@ -32,7 +32,7 @@ CSS = """
 def _default_guidance(coarse_config) -> str:
     """The guidance model of the server's coarse config (a YAML path or None), else the embedded prior."""
     from ..config import stage_config
-    from ..pipeline.coarse import CoarseConfig
+    from ..stages.coarse import CoarseConfig
 
     return stage_config(CoarseConfig, coarse_config, {}).guidance.name if coarse_config else "embedded"
 
@@ -71,8 +71,8 @@ def build(runner: Runner, guidance: Optional[str] = None):
     import gradio as gr
 
     from ..config import SEED_MAX, preset_names
-    from ..pipeline.coarse import CoarseConfig
-    from ..pipeline.refine import RefineConfig
+    from ..stages.coarse import CoarseConfig
+    from ..stages.refine import RefineConfig
 
     presets = preset_names()
     guidance = guidance or _default_guidance(runner.coarse_config)
@@ -264,7 +264,7 @@ def serve(runs: str | os.PathLike = "meshdream-runs", *, host: str = "127.0.0.1"
     import diffusers  # noqa: F401  (torch, diffusers, transformers: loaded once, before the first run, not during it)
     import transformers  # noqa: F401
 
-    import meshdream.pipeline.generate  # noqa: F401
+    import meshdream.stages.generate  # noqa: F401
     from diffusers import DDPMScheduler, UNet2DConditionModel  # noqa: F401  (diffusers imports these lazily)
     from transformers import CLIPTextModel  # noqa: F401
 

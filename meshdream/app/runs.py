@@ -1,6 +1,6 @@
 """The web app's runs: RUN folders under one runs folder, made by ``meshdream.generate`` in a worker thread.
 
-RUNS/<YYYYmmdd-HHMMSS>-<slug>/   a RUN folder (the layout of meshdream.run), plus
+RUNS/<YYYYmmdd-HHMMSS>-<slug>/   a RUN folder (the layout of meshdream.engine.run), plus
     app.json                      what the page needs: prompt, settings, status, error, progress, downloads
 RUNS/.downloads/<name>.zip       the whole RUN folder, zipped once it finished
 
@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..checkpoint import atomic_write_bytes
+from ..atomic_files import atomic_write_bytes
 from ..config import SEED_MAX
 from ..errors import MeshdreamError, UserInputError
-from ..run import CONFIG_FILE, PREVIEWS_FOLDER, RunDir
+from ..engine.run import CONFIG_FILE, PREVIEWS_FOLDER, RunDir
 
 log = logging.getLogger("meshdream.app")
 
@@ -212,7 +212,7 @@ class Runner:
             self._thread.join(timeout)
 
     def _hook(self, run: Path):
-        from ..stage_loop import StopRun
+        from ..engine.stage_loop import StopRun
 
         def hook(stage: str, done: int) -> None:
             p = self.progress
@@ -244,7 +244,7 @@ class Runner:
 
     def _work(self, run: Path, s: Settings, resume: bool) -> None:
         from .. import generate
-        from ..stage_loop import StopRun, step_hook
+        from ..engine.stage_loop import StopRun, step_hook
 
         cadence = [f"{stage}.preview_every={max(1, steps // PREVIEWS_PER_STAGE)}"
                    for stage, steps in (("coarse", s.coarse_steps), ("refine", s.refine_steps)) if steps]
@@ -293,7 +293,7 @@ class Runner:
         """RUNS/.downloads/<name>.zip: the whole RUN folder (its lock files left out)."""
         import zipfile
 
-        from ..run import LOCK, LOCK_INFO
+        from ..engine.run import LOCK, LOCK_INFO
 
         out = self.runs / DOWNLOADS / f"{run.name}.zip"
         out.parent.mkdir(exist_ok=True)
