@@ -1,4 +1,4 @@
-// Shared helpers of the CPU rasteriser kernels (rasterize, interpolate, texture, antialias).
+// Functions and types the CPU rasteriser kernels share (rasterize, interpolate, texture, antialias).
 #pragma once
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>

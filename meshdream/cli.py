@@ -272,7 +272,7 @@ def batch(prompts, out, workers, address, gpus_per_job, cpus_per_job, resume, re
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--views", type=click.IntRange(min=1, max=720), default=None,
-              help="Frames of one turn (default: 120 for mp4, 24 for gif, 8 for png).")
+              help="Frames of one turn (default: 100 for mp4, a 5 s turn; 24 for gif; 8 for png).")
 @click.option("--size", type=click.IntRange(min=16, max=4096), default=512, show_default=True, help="Height of each view (pixels).")
 @click.option("--format", "fmt", type=click.Choice(RENDER_FORMATS), default="mp4", show_default=True,
               help="mp4 (H.264) or gif: a turntable; png: one sheet of the views.")

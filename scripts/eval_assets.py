@@ -22,7 +22,8 @@ For every GLB:
   SDF at the pipeline's extraction resolution, moved by a random similarity and written to / read from GLB;
 - roughness: mean angle between the asset's face normals and the aligned primitive's normals.
 
-Writes OUT/eval_assets.md (table + summary against issue 11's targets), OUT/eval_assets.json and
+Writes OUT/eval_assets.md (table + summary against the quality targets in docs/quality.md, headed by the
+meshdream version and the date), OUT/eval_assets.json and
 OUT/contact_sheet.png (4 views per asset). Exit code 0 whatever the results; 2 on bad arguments.
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from meshdream import __version__ as MESHDREAM_VERSION  # noqa: E402
 from meshdream.asset import metrics as am  # noqa: E402
 from meshdream.render.cameras import CameraConfig, sample_cameras, turntable_cameras  # noqa: E402
 from meshdream.prior.primitives import COLOURS, SHAPES  # noqa: E402
@@ -196,7 +198,8 @@ def yes(b):
 
 def markdown(rows: list[dict], floor: dict, classifier_acc: dict | None, args) -> str:
     n = len(rows)
-    lines = [f"# Asset evaluation ({n} assets)", ""]
+    lines = [f"# Asset evaluation ({n} assets)", "",
+             f"meshdream {MESHDREAM_VERSION}, {time.strftime('%Y-%m-%d', time.gmtime())} (UTC).", ""]
     lines.append("| prompt | seed | comp. | boundary | non-manif. | watertight | χ | genus | topology ok | shape (votes) | colour (votes) "
                  "| Chamfer % | × floor | normal dev. ° | faces | generate s | peak MB | judge s |")
     lines.append("|---" * 18 + "|")
@@ -217,7 +220,7 @@ def markdown(rows: list[dict], floor: dict, classifier_acc: dict | None, args) -
             f"{shape_cell} | {colour_cell} | {fmt(fit.get('chamfer_pct'))} | {fmt(ratio, '.1f')} | {fmt(fit.get('normal_deviation_deg'), '.1f')} | "
             f"{r.get('faces', '–')} | {fmt(gen.get('wall_s'), '.0f')}{' (resumed)' if gen.get('resumed') else ''} | "
             f"{fmt(gen.get('peak_rss_mb'), '.0f')} | {fmt(r.get('judge_s'), '.1f')} |")
-    lines += ["", "## Summary against issue 11's targets", ""]
+    lines += ["", "## Summary against the quality targets", ""]
     topo_ok = sum(bool(r.get("topology_ok")) for r in rows)
     both = sum(bool(r.get("shape_ok")) and bool(r.get("colour_ok")) for r in rows)
     shape_ok = sum(bool(r.get("shape_ok")) for r in rows)

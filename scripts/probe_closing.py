@@ -6,7 +6,7 @@ only the radius; nothing in the run is written.
 
     python scripts/probe_closing.py RUN [RUN ...] [--radii 0 4 8 12 16] [--target-faces 0]
 
-Prints one line per run and radius: components, watertight, genus, faces. Used for the README's "The coarse
+Prints one line per run and radius: components, watertight, genus, faces. Used for docs/design.md's "The coarse
 field" (closing radius 12 voxels of the 128^3 grid).
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ shows from above) and on the object's body, and writes the renders and updates a
     python scripts/probe_sds_update.py --field RUN/coarse/field.pt     # a trained coarse field
         [--prompt "a green torus"] [--elevations 10 30 45] [--draws 24] [--t 0.3] [--out probe.png]
 
-Used for the README's "The coarse field" (the prior asks for the hole; the field does not follow).
+Used for docs/design.md's "The coarse field" (the prior asks for the hole; the field does not follow).
 """
 from __future__ import annotations
 

@@ -66,6 +66,10 @@ def test_judges_existing_runs_and_writes_the_report(tmp_path, small_heldout):
     table = (out / "eval_assets.md").read_text()
     assert "| a red cube | 0 | 1 | 0 | 0 | yes |" in table
     assert "one component, watertight, expected genus | 2/2" in table
+    assert "## Summary against the quality targets" in table  # keyed by version and date, nothing else
+    from meshdream import __version__
+
+    assert f"meshdream {__version__}, " in table.splitlines()[2]
     from PIL import Image
 
     sheet = Image.open(out / "contact_sheet.png")

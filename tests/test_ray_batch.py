@@ -199,7 +199,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_head():
-    """The README's recipe on one machine: `ray start --head` with a Ray Client server, 1 CPU and 1 GPU declared.
+    """docs/batch.md's recipe on one machine: `ray start --head` with a Ray Client server, 1 CPU and 1 GPU declared.
 
     The GPU is a logical resource (`--num-gpus 1`); CUDA_VISIBLE_DEVICES=7 when the head starts makes Ray hand out
     the id "7", a device no torch here can use (this machine has none, a GPU machine has no 8th GPU)."""

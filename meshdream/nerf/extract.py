@@ -25,7 +25,7 @@ class ExtractConfig:
     # morphological closing by a ball of this radius, in voxels of the final grid (12 at 128: 0.19 of the
     # [-1, 1] box): seals holes in thin shells and removes handles SDS leaves on a surface (bridges over a
     # groove, narrow tunnels) while a hole the ball passes through stays open (the prior's tori have hole
-    # radii 0.20-0.29; measured tori kept their hole up to 12-16 voxels, README). Convex shapes are
+    # radii 0.20-0.29; measured tori kept their hole up to 12-16 voxels, docs/design.md). Convex shapes are
     # unchanged by any closing; concave dents narrower than the ball are filled, like a cavity fill
     close_radius: int = bounded(12, ge=0, le=64)
     fill_cavities: bool = True  # what the outside cannot reach is inside: no hollow shells

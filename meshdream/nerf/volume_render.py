@@ -12,7 +12,7 @@ from ..render.shading import shade
 
 # a sample gets a shading normal (4 density evaluations, with gradients) when its weight in the
 # gradient-free first pass exceeds this; the others shade as ambient only. 1e-2 keeps 95% of the
-# weight mass with normals on 54% of the samples: -16% coarse CPU vs 1e-3, equal GLB metrics (README)
+# weight mass with normals on 54% of the samples: -16% coarse CPU vs 1e-3, equal GLB metrics (docs/performance.md)
 NORMALS_MIN_WEIGHT = 1e-2
 
 

@@ -76,7 +76,7 @@ class CoarseConfig:
     # supersample), a linear ramp: every image the prior learned shows its object inside the frame, and
     # against the fill-the-frame collapse ("a yellow cube", "a purple cube" filled it on every seed with
     # 0; sparsity up to 5 and a smaller start sphere did not stop it; 50 stopped the yellow cube but not
-    # the purple one, 200 both; measured, README "The coarse field"). No pull on an object inside the frame
+    # the purple one, 200 both; measured, docs/design.md "The border term"). No pull on an object inside the frame
     border_weight: Tuple[float, float] = (200.0, 200.0)
     border_width: int = bounded(2, ge=1, le=64)
     # nerf.kind "sdf": weight of the eikonal term (a linear ramp) and how many points of the box (uniform) it
@@ -87,7 +87,7 @@ class CoarseConfig:
     # nerf.kind "sdf": |n(x) - n(x + jitter)|^2 at the rendered surface points, jittered by surface_jitter
     # (threestudio's 3D normal smoothness): against the bumpy surfaces SDS carves. Ramped up so the torus's
     # hole opens first: 0 -> 1 left a green sphere genus 8 after closing, 0 -> 10 genus 0 (raw 31 vs 4),
-    # 0 -> 30 shut the torus's hole again (measured, README)
+    # 0 -> 30 shut the torus's hole again (measured, docs/design.md)
     normal_smooth_weight: Tuple[float, float] = (0.0, 10.0)
     surface_jitter: float = bounded(0.05, ge=0)
     # nerf.kind "sdf": start with this Laplace scale and shrink it geometrically to nerf.sdf_beta by the end
@@ -108,7 +108,7 @@ class CoarseConfig:
     # the hole at 45 degrees, hardly at 0-30: scripts/probe_sds_update.py). Through the hole of the prior's
     # torus (hole radius 0.34 s, tube radius 0.28 s) the background shows only above ~40 degrees, so at
     # 30-45 SDS could answer with a shaded dimple: the yellow and orange tori stayed shut at 30-45 and
-    # opened at 40-60 (measured, README). Past the prior's 45 degrees, but still labelled as its views
+    # opened at 40-60 (measured, docs/design.md). Past the prior's 45 degrees, but still labelled as its views
     # (overhead starts at 60). refine's cameras still see the underside
     cameras: CameraConfig = field(default_factory=lambda: CameraConfig(elevation_range=(40.0, 60.0)))
     # progressive views (threestudio's progressive_until): the cameras' elevation range at step 0, widened
@@ -120,7 +120,7 @@ class CoarseConfig:
     # denser blob fills 90% of the box with haze from step 0, which SDS then grows into a box-sized ball.
     # kind "sdf" (density from a signed distance, VolSDF): the density kind never opened a torus's hole
     # (0 of 10 tori); the handles the sdf kind leaves on cubes are closed at extraction (extract.close_radius).
-    # README, "The coarse field", has the measurements. blob_scale / density_bias serve kind "density"
+    # docs/design.md, "The coarse field", has the measurements. blob_scale / density_bias serve kind "density"
     nerf: FieldConfig = dataclasses.field(default_factory=lambda: FieldConfig(kind="sdf", hash_grid=HashGridConfig(levels=4, max_resolution=32),
                                                                                blob_scale=5.0, density_bias=-2.0))
     shading: ShadingConfig = field(default_factory=ShadingConfig)

@@ -45,7 +45,7 @@ class RefineConfig:
     # views per step. 1 (was 2): the embedded prior's UNet is 2/3 of a refine step (66-70%, profiled) and its cost
     # grows with the batch, so 1 view takes a third off the loop (11.2 -> 7.6 s, 2 threads); on the 30 prompts (seed
     # 0, same coarse meshes) shape and colour votes were identical, median Chamfer 1.69 vs 1.67 %, normals 21.5 vs
-    # 21.0 deg. 100 steps of 2 views cost the same and lost colour votes (README, "Where generate spends its time")
+    # 21.0 deg. 100 steps of 2 views cost the same and lost colour votes (docs/quality.md, "Refine: one view per step")
     batch_size: int = bounded(1, ge=1, le=256)
     resolution: Optional[int] = bounded(None, ge=8, le=4096)  # render size; None: the guidance model's resolution
     supersample: int = bounded(2, ge=1, le=8)  # render at resolution * supersample, average down (smoother edges and texture)
