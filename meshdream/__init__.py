@@ -4,7 +4,7 @@ Stages, each a plain function (and a CLI command of the same name):
     coarse(prompt, out)  NeRF by SDS -> RUN/coarse/mesh.ply
     refine(run)          mesh + UV texture by SDS through differentiable rasterisation
     export(run, format)  GLB / glTF / OBJ / PLY
-    generate(prompt, out) all three, plus a turntable GIF
+    generate(prompt, out) all three, plus turntables (GIF, MP4)
     batch(prompts, out)   generate for many prompts on Ray, with an index and a gallery
 """
 __version__ = "0.1.0"
