@@ -160,6 +160,20 @@ class NvdiffrastBackend(RasterBackend):
             _add_nvdiffrast_build_dir_to_path()
             return nvdr.RasterizeCudaContext(device=device)
 
+    def rasterize(self, native, pos, tri, resolution, ranges, grad_db):
+        return self._nvdr().rasterize(native, pos, tri, resolution=[int(resolution[0]), int(resolution[1])], ranges=ranges,
+                                      grad_db=grad_db)
+
+    def interpolate(self, attr, rast, tri, rast_db, diff_attrs):
+        return self._nvdr().interpolate(attr, rast, tri, rast_db=rast_db, diff_attrs=diff_attrs)
+
+    def texture(self, tex, uv, uv_da, mip_level_bias, mip, filter_mode, boundary_mode, max_mip_level):
+        return self._nvdr().texture(tex, uv, uv_da=uv_da, mip_level_bias=mip_level_bias, mip=mip, filter_mode=filter_mode,
+                                    boundary_mode=boundary_mode, max_mip_level=max_mip_level)
+
+    def antialias(self, color, rast, pos, tri, topology_hash, pos_gradient_boost):
+        return self._nvdr().antialias(color, rast, pos, tri, topology_hash=topology_hash, pos_gradient_boost=pos_gradient_boost)
+
 
 def _add_nvdiffrast_build_dir_to_path() -> None:
     import importlib
@@ -175,21 +189,6 @@ def _add_nvdiffrast_build_dir_to_path() -> None:
         sys.path.append(folder)
     sys.path_importer_cache.pop(folder, None)
     importlib.invalidate_caches()
-
-    def rasterize(self, native, pos, tri, resolution, ranges, grad_db):
-        return self._nvdr().rasterize(native, pos, tri, resolution=[int(resolution[0]), int(resolution[1])], ranges=ranges,
-                                      grad_db=grad_db)
-
-    def interpolate(self, attr, rast, tri, rast_db, diff_attrs):
-        return self._nvdr().interpolate(attr, rast, tri, rast_db=rast_db, diff_attrs=diff_attrs)
-
-    def texture(self, tex, uv, uv_da, mip_level_bias, mip, filter_mode, boundary_mode, max_mip_level):
-        return self._nvdr().texture(tex, uv, uv_da=uv_da, mip_level_bias=mip_level_bias, mip=mip, filter_mode=filter_mode,
-                                    boundary_mode=boundary_mode, max_mip_level=max_mip_level)
-
-    def antialias(self, color, rast, pos, tri, topology_hash, pos_gradient_boost):
-        return self._nvdr().antialias(color, rast, pos, tri, topology_hash=topology_hash, pos_gradient_boost=pos_gradient_boost)
-
 
 register_backend("cpu", TorchBackend("cpu"), default_for=("cpu",))
 register_backend("reference", TorchBackend("reference", antialias_module="cpu"))
