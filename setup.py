@@ -127,8 +127,10 @@ setup(
     extras_require={
         # ray[client]: `meshdream batch` (grpcio for ray://); playwright drives Debian's chromium in the gallery test (no browser download)
         # setuptools + pybind11: tests/test_wheel_contents.py runs setup.py itself (pip builds in an isolated env)
+        # diffrp-nvdiffrast: nvdiffrast's Python API (pure Python, needs only numpy; its CUDA plugin is built on first
+        # use, never on install): tests/test_nvdiffrast_glue.py checks our calls against it and runs refine through it
         "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16", "ray[client]>=2.9", "playwright>=1.40",
-                 "setuptools>=77", "pybind11>=2.11"],
+                 "setuptools>=77", "pybind11>=2.11", "diffrp-nvdiffrast>=0.3.3"],
         "cluster": ["ray[client]>=2.9"],  # `meshdream batch` (ray[client] for --address ray://host:port)
         "bench": ["PyMCubes>=0.1.4"],
         # DeepFloyd IF's T5 tokenizer (spiece.model) needs these; SD and the embedded prior do not
