@@ -129,8 +129,10 @@ setup(
         # ray[client]: `meshdream batch` (grpcio for ray://); playwright drives Debian's chromium in the gallery test (no browser download)
         # setuptools + pybind11: tests/test_wheel_contents.py runs setup.py itself (pip builds in an isolated env)
         # gradio: tests/test_app.py drives `meshdream app` in headless Chromium
+        # diffrp-nvdiffrast: nvdiffrast's Python API (pure Python, needs only numpy; its CUDA plugin is built on first
+        # use, never on install): tests/test_nvdiffrast_glue.py checks our calls against it and runs refine through it
         "test": ["pytest>=7", "hypothesis>=6", "PyMCubes>=0.1.4", "pygltflib>=1.16", "ray[client]>=2.9", "playwright>=1.40",
-                 "setuptools>=77", "pybind11>=2.11", "gradio>=6"],
+                 "setuptools>=77", "pybind11>=2.11", "gradio>=6", "diffrp-nvdiffrast>=0.3.3"],
         "app": ["gradio>=6"],  # `meshdream app`: the local web page (its frontend, 3D viewer included, ships in the wheel)
         "cluster": ["ray[client]>=2.9"],  # `meshdream batch` (ray[client] for --address ray://host:port)
         "bench": ["PyMCubes>=0.1.4"],

@@ -1,14 +1,26 @@
-// antialias: analytic anti-aliasing of silhouette edges (after nvdiffrast's idea), differentiable
-// with respect to colours and vertex positions.
+// antialias: analytic anti-aliasing of silhouette edges, differentiable with respect to colours and vertex
+// positions; the rules that pick and blend a pixel pair are nvdiffrast's (common/antialias.cu,
+// AntialiasFwdAnalysisKernel):
 //
-// For every pair of horizontally or vertically adjacent pixels showing different triangles (or one
-// showing background), take the nearer pixel's triangle and find the edge it leaves through on the
-// segment between the two pixel centres, at fraction t from the nearer centre. When that edge is not
-// shared with the other pixel's triangle it is a silhouette: the triangle covers t - 0.5 of the far
-// pixel (t > 0.5), or misses 0.5 - t of its own pixel (t < 0.5), and the colours are blended by that
-// coverage. t moves with the edge's screen position, which carries the gradient to the positions.
-// Pairs are independent given the input colours; each image is processed by one thread.
+// For every pair of horizontally or vertically adjacent pixels showing different triangles (or one showing
+// background), take the nearer pixel's triangle and, of its edges crossing the line through the two pixel
+// centres, the one crossed farthest towards the other pixel, at fraction t from the nearer centre. The pair is
+// blended when that edge is
+//   - a silhouette edge: no other triangle has it, or the vertex opposite to it in the other triangle that has
+//     it projects on the same side of the edge as the triangle itself (the mesh folds over there). Which
+//     triangle the other pixel shows does not decide it: on a smooth surface adjacent pixel centres often land
+//     on triangles that share no edge (a thin triangle between them), and that is no silhouette;
+//   - steeper than 45 degrees to the pair (|across| >= |along| on screen): every edge is blended along one
+//     axis only;
+//   - crossed within 1/16 pixel of the segment between the centres (t is then clamped to [0, 1]).
+// The triangle covers t - 0.5 of the far pixel (t > 0.5), or misses 0.5 - t of its own pixel (t < 0.5), and
+// the colours are blended by that coverage. t moves with the edge's screen position, which carries the
+// gradient to the positions. Pairs are independent given the input colours; each image is one thread.
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels.h"
@@ -21,7 +33,7 @@ namespace {
 
 struct Crossing {
     bool found = false;
-    int vi = -1, vj = -1;  // vertex ids of the crossed edge
+    int vi = -1, vj = -1, vk = -1;  // vertex ids of the crossed edge, and the triangle's third vertex
     double t = 0;
     double dt[2][2];  // dt / d(screen x, screen y) of vertex vi (row 0) and vj (row 1)
 };
@@ -33,10 +45,14 @@ inline void screen(const T* p, int64_t W, int64_t H, double& sx, double& sy) {
     sy = (p[1] / p[3] * 0.5 + 0.5) * H - 0.5;
 }
 
-// First exit of the triangle on the segment from pixel centre (fx, fy) one pixel along `axis` (dir = +-1).
+constexpr double kSlack = 0.0625;  // nvdiffrast: "expect no more than 1/16 pixel inaccuracy"
+
+// The edge of triangle `vi` crossed farthest along the segment from pixel centre (fx, fy) one pixel along `axis`
+// (dir = +-1); found only when it is steeper than 45 degrees to the segment and crossed within [-1/16, 1 + 1/16].
 template <typename T>
 Crossing find_crossing(const T* pb, const int32_t* vi, int64_t W, int64_t H, double fx, double fy, int axis, int dir) {
     Crossing best;
+    bool any = false, steep = false;
     for (int e = 0; e < 3; ++e) {
         const int a = vi[e], b = vi[(e + 1) % 3];
         const T* pa = pb + 4 * (int64_t)a;
@@ -54,10 +70,12 @@ Crossing find_crossing(const T* pb, const int32_t* vi, int64_t W, int64_t H, dou
         const double k = (c - s[0][ac]) / den;
         const double x = s[0][al] + k * (s[1][al] - s[0][al]);
         const double t = dir * (x - f0);
-        if (t < 0 || t > 1 || (best.found && t >= best.t)) continue;
-        best.found = true;
+        if (any && t <= best.t) continue;
+        any = true;
+        steep = std::fabs(den) >= std::fabs(s[1][al] - s[0][al]);
         best.vi = a;
         best.vj = b;
+        best.vk = vi[(e + 2) % 3];
         best.t = t;
         // derivatives of x = s0a + (c - s0c) (s1a - s0a) / (s1c - s0c)
         const double dx_ds0a = 1 - k, dx_ds1a = k;
@@ -68,14 +86,65 @@ Crossing find_crossing(const T* pb, const int32_t* vi, int64_t W, int64_t H, dou
         best.dt[0][ac] = dir * dx_ds0c;
         best.dt[1][ac] = dir * dx_ds1c;
     }
+    if (!any || !steep || !(best.t > -kSlack && best.t < 1 + kSlack)) return Crossing();
+    if (best.t < 0 || best.t > 1) {  // clamped: the coverage no longer moves with the edge
+        best.t = best.t < 0 ? 0 : 1;
+        for (auto& row : best.dt) row[0] = row[1] = 0;
+    }
+    best.found = true;
     return best;
 }
 
-inline bool has_vertex(const int32_t* tri, int v) { return tri[0] == v || tri[1] == v || tri[2] == v; }
+// Edge (two vertex ids) -> the third vertices of the (first two) triangles that have it.
+class EdgeOpposites {
+  public:
+    EdgeOpposites(const int32_t* I, int64_t F) {
+        map_.reserve((size_t)(3 * F));
+        for (int64_t f = 0; f < F; ++f)
+            for (int e = 0; e < 3; ++e) {
+                auto& slot = map_.try_emplace(key(I[3 * f + e], I[3 * f + (e + 1) % 3]), std::array<int, 2>{-1, -1}).first->second;
+                const int n = I[3 * f + (e + 2) % 3];
+                if (slot[0] < 0) slot[0] = n;
+                else if (slot[1] < 0) slot[1] = n;
+            }
+    }
+    // The vertex across edge (a, b) from `own`, or -1 when no other triangle has the edge.
+    int across(int a, int b, int own) const {
+        auto it = map_.find(key(a, b));
+        if (it == map_.end()) return -1;
+        return it->second[0] == own ? it->second[1] : it->second[0];
+    }
 
-// Visit every silhouette pair of image b: fn(front pixel, other pixel, crossing, front triangle)
+  private:
+    static uint64_t key(int a, int b) {
+        const uint32_t lo = (uint32_t)std::min(a, b), hi = (uint32_t)std::max(a, b);
+        return (uint64_t)hi << 32 | lo;
+    }
+    std::unordered_map<uint64_t, std::array<int, 2>> map_;
+};
+
+// nvdiffrast's wing test: edge (vi, vj) of a triangle with third vertex vk is a silhouette when no other
+// triangle has it (o < 0) or that triangle's third vertex o lies on vk's side of the edge on screen.
+template <typename T>
+bool is_silhouette(const T* pb, int64_t W, int64_t H, const Crossing& cr, int o) {
+    if (o < 0) return true;
+    double e[4][2];
+    const int ids[4] = {cr.vi, cr.vj, cr.vk, o};
+    for (int k = 0; k < 4; ++k) {
+        const T* p = pb + 4 * (int64_t)ids[k];
+        if (!(p[3] > 0)) return true;
+        screen(p, W, H, e[k][0], e[k][1]);
+    }
+    const double ex = e[1][0] - e[0][0], ey = e[1][1] - e[0][1];
+    const double side_k = ex * (e[2][1] - e[0][1]) - ey * (e[2][0] - e[0][0]);
+    const double side_o = ex * (e[3][1] - e[0][1]) - ey * (e[3][0] - e[0][0]);
+    return (side_k >= 0) == (side_o >= 0);
+}
+
+// Visit every silhouette pair of image b: fn(front pixel, other pixel, crossing)
 template <typename T, typename Fn>
-void for_each_pair(const T* R, const T* P, const int32_t* I, int64_t F, int64_t b, int64_t H, int64_t W, int64_t V, Fn fn) {
+void for_each_pair(const T* R, const T* P, const int32_t* I, const EdgeOpposites& opposites, int64_t F, int64_t b, int64_t H,
+                   int64_t W, int64_t V, Fn fn) {
     const T* rb = R + b * H * W * 4;
     const T* pb = P + b * V * 4;
     // each pixel's triangle id + 1 (0: none), read once: every pixel is in up to four pairs
@@ -93,16 +162,13 @@ void for_each_pair(const T* R, const T* P, const int32_t* I, int64_t F, int64_t 
                 bool a_front = tn == 0 || (ta != 0 && ra[2] < rn[2]);
                 const int64_t f = a_front ? y * W + x : y2 * W + x2;
                 const int64_t o = a_front ? y2 * W + x2 : y * W + x;
-                const int64_t tf = a_front ? ta : tn, to = a_front ? tn : ta;
+                const int64_t tf = a_front ? ta : tn;
                 const double fx = double(f % W), fy = double(f / W);
                 const int dir = a_front ? 1 : -1;
                 const int32_t* vf = I + 3 * (tf - 1);
                 Crossing cr = find_crossing(pb, vf, W, H, fx, fy, axis, dir);
                 if (!cr.found) continue;
-                if (to > 0) {
-                    const int32_t* vo = I + 3 * (to - 1);
-                    if (has_vertex(vo, cr.vi) && has_vertex(vo, cr.vj)) continue;  // shared edge: not a silhouette
-                }
+                if (!is_silhouette(pb, W, H, cr, opposites.across(cr.vi, cr.vj, cr.vk))) continue;
                 fn(b * H * W + f, b * H * W + o, cr);
             }
 }
@@ -117,6 +183,7 @@ Array<T> antialias_fwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32_
     const int32_t* I = tri.data();
     const int64_t F = tri.shape(0);
     check_tri(I, F, V);
+    const EdgeOpposites opposites(I, F);
     Array<T> out({B, H, W, C});
     T* O = out.mutable_data();
     std::copy(CI, CI + B * H * W * C, O);
@@ -124,7 +191,7 @@ Array<T> antialias_fwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32_
         py::gil_scoped_release release;
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t b = 0; b < B; ++b)
-            for_each_pair(R, P, I, F, b, H, W, V, [&](int64_t f, int64_t o, const Crossing& cr) {
+            for_each_pair(R, P, I, opposites, F, b, H, W, V, [&](int64_t f, int64_t o, const Crossing& cr) {
                 const T* cf = CI + C * f;
                 const T* co = CI + C * o;
                 if (cr.t >= 0.5) {
@@ -148,6 +215,7 @@ py::tuple antialias_bwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32
     const int32_t* I = tri.data();
     const int64_t F = tri.shape(0);
     check_tri(I, F, V);
+    const EdgeOpposites opposites(I, F);
     Array<T> grad_color({B, H, W, C});
     Array<T> grad_pos({B, V, (int64_t)4});
     T* GC = grad_color.mutable_data();
@@ -160,7 +228,7 @@ py::tuple antialias_bwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32
         for (int64_t b = 0; b < B; ++b) {
             const T* pb = P + b * V * 4;
             T* gpb = GP + b * V * 4;
-            for_each_pair(R, P, I, F, b, H, W, V, [&](int64_t f, int64_t o, const Crossing& cr) {
+            for_each_pair(R, P, I, opposites, F, b, H, W, V, [&](int64_t f, int64_t o, const Crossing& cr) {
                 const T* cf = CI + C * f;
                 const T* co = CI + C * o;
                 double gt = 0;

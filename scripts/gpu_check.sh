@@ -6,8 +6,12 @@
 # 1. installs the wheels brought along in .whl/ (those the machine's image lacks: diffusers, trimesh,
 #    xatlas, rtree, a slim pymeshlab, diffrp-nvdiffrast) into /tmp/site, without network or dependencies;
 # 2. builds meshdream's C++ extension in place and nvdiffrast's CUDA plugin (JIT, ninja + nvcc), timed;
-# 3. runs the tests marked `cuda` (nvdiffrast vs our CPU rasteriser; fp16 SDS with tiny SD and IF);
-# 4. runs `generate "a red cube"` on CUDA with the embedded prior, then a CPU baseline if time is left,
+# 3. runs the tests marked `cuda` (nvdiffrast vs our CPU rasteriser and vs tests/nvdiffrast_antialias.py, the
+#    CPU port of its antialias kernel; fp16 SDS with tiny SD and IF) and the CPU glue tests against nvdiffrast's API;
+# 4. validates the memory estimates of scripts/gpu_memory.py: the same parts (embedded-prior coarse / refine
+#    steps, each preset's scene steps, the SD / IF SDS call at real size in fp16) run for real on CUDA, with
+#    torch.cuda.max_memory_allocated beside each estimate (OUT/gpu_memory.json; docs/gpu.md has the CPU estimates);
+# 5. runs `generate "a red cube"` on CUDA with the embedded prior, then a CPU baseline if time is left,
 #    and prints a table (stage times, s/step, peak GPU memory, GLB check).
 # Each step's log is in $OUT; a failing step is reported and the later steps still run.
 # Environment: OUT, GPU_CHECK_SKIP_INSTALL=1 (use what is installed), GPU_CHECK_BUDGET (seconds, default 470).
@@ -70,6 +74,12 @@ else:
 '
 
 step cuda_tests "$OUT/cuda_tests.log" "$PY" -m pytest -q -rs -m cuda -p no:cacheprovider tests/test_raster.py tests/test_guidance.py
+step glue_tests "$OUT/glue_tests.log" "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_nvdiffrast_glue.py \
+  -k "not refine_and_export"
+
+# estimate vs measurement, part by part (bounded: the generate step below still needs its time)
+step memory "$OUT/memory.log" timeout "${GPU_CHECK_MEMORY_SECONDS:-200}" "$PY" scripts/gpu_memory.py --device cuda \
+  --json "$OUT/gpu_memory.json"
 
 step generate "$OUT/generate.log" "$PY" scripts/gpu_check.py --out "$OUT"
 cat "$OUT/gpu_check.md" 2>/dev/null

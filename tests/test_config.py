@@ -136,6 +136,19 @@ def test_presets_are_shipped_and_if_extends_sd():
         build_config(CoarseConfig, preset="xl")
 
 
+def test_sd_refine_keeps_small_noise_and_sparse_checkpoints():
+    """Refining a mesh samples t only up to 0.5 all run long (Magic3D / threestudio's refine stage: t in
+    [0.02, 0.5]); a refine checkpoint of this preset comes every 500 steps. Through both presets and the
+    configs/ file that extends sd."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for cfg in (build_config(RefineConfig, preset="sd"), build_config(RefineConfig, preset="if"),
+                load_config(RefineConfig, root / "configs" / "refine-sd.yaml")):
+        assert (cfg.guidance.t_max, cfg.guidance.t_max_end) == (0.5, 0.5)
+        assert cfg.checkpoint_every == 500
+
+
 def test_config_file_can_extend_a_preset_or_a_file(tmp_path):
     (tmp_path / "base.yaml").write_text("extends: sd\niters: 7\n")
     (tmp_path / "mine.yaml").write_text("extends: base.yaml\nlr: 0.02\n")
