@@ -206,9 +206,9 @@ def scene_step_mb(stage: str, preset: str | None, run_dir: Path, steps: int = 3,
     Returns, for the last step: the peak outside the guidance call, the live bytes when the guidance is called,
     and (guidance_in_estimate) the peak including the guidance (the embedded prior's own run)."""
     from meshdream import guidance as guidance_module
-    from meshdream.pipeline.coarse import coarse
-    from meshdream.pipeline.refine import refine
-    from meshdream.stage_loop import step_hook
+    from meshdream.stages.coarse import coarse
+    from meshdream.stages.refine import refine
+    from meshdream.engine.stage_loop import step_hook
 
     tracker = LiveBytes()
     at_sds: list[int] = []
@@ -248,7 +248,7 @@ def scene_step_mb(stage: str, preset: str | None, run_dir: Path, steps: int = 3,
         overrides += ["guidance.name=embedded", "guidance.guidance_scale=null", "guidance.t_max=null", "guidance.t_max_end=null"]
     fn = coarse if stage == "coarse" else refine
     args = ("a red cube", run_dir) if stage == "coarse" else (run_dir,)
-    stage_modules = [sys.modules["meshdream.pipeline.coarse"], sys.modules["meshdream.pipeline.refine"]]
+    stage_modules = [sys.modules["meshdream.stages.coarse"], sys.modules["meshdream.stages.refine"]]
     with contextlib.ExitStack() as stack:
         for mod in stage_modules:
             stack.callback(setattr, mod, "load_guidance", getattr(mod, "load_guidance"))
@@ -267,7 +267,7 @@ def scene_step_mb(stage: str, preset: str | None, run_dir: Path, steps: int = 3,
 
 def coarse_run_for_refine(run_dir: Path, preset: str | None, device: str = "cpu") -> None:
     """A finished coarse stage to refine (few steps: the refine cost depends on the mesh limits, not on quality)."""
-    from meshdream.pipeline.coarse import coarse
+    from meshdream.stages.coarse import coarse
 
     overrides = ["iters=4", "preview_every=0", "checkpoint_every=1000"]
     if preset is not None:

@@ -183,8 +183,8 @@ def check_glb(path: Path) -> dict:
 def run_generate(args: list[str]) -> tuple[StageMeter, Path]:
     """``meshdream generate ARGS`` through the CLI, timed per stage and step."""
     from meshdream.cli import cli
-    from meshdream.pipeline import generate as generate_module
-    from meshdream.stage_loop import step_hook
+    from meshdream.stages import generate as generate_module
+    from meshdream.engine.stage_loop import step_hook
 
     meter = StageMeter()
     originals = {name: getattr(generate_module, name) for name in ("coarse", "refine", "export")}

@@ -90,7 +90,7 @@ def test_mip_stack_is_a_box_filter():
 
 
 def _sphere(device="cpu"):
-    from meshdream.uv import unwrap
+    from meshdream.mesh.uv import unwrap
 
     m = trimesh.creation.icosphere(subdivisions=2, radius=0.6)
     uv = unwrap(np.asarray(m.vertices, np.float32), np.asarray(m.faces), resolution=64)
@@ -102,8 +102,8 @@ def test_mesh_render_takes_the_mipmapped_path_and_agrees_with_the_cpu_where_no_m
     """render_mesh on an nvdiffrast context asks for uv derivatives and trilinear mipmaps; with a texture no
     finer than the screen (mip level 0) it renders what the CPU backend renders, and a 256 px texture seen at
     24 px is filtered (closer to the texture's mean than the CPU's bilinear lookup)."""
-    from meshdream.cameras import turntable_cameras
-    from meshdream.mesh_render import render_mesh
+    from meshdream.render.cameras import turntable_cameras
+    from meshdream.render.mesh_render import render_mesh
 
     double = install(monkeypatch)
     nv, cpu = dr.get_context("cpu", "nvdiffrast"), dr.get_context("cpu")
@@ -133,8 +133,8 @@ def test_refine_and_export_run_through_nvdiffrast_backend(monkeypatch, coarse_ru
     """A whole refine on NvdiffrastBackend (the default for the CPU device type swapped to it, as CUDA's is),
     every op through nvdiffrast.torch's public functions, then an export to a GLB the Khronos validator
     accepts."""
-    from meshdream.pipeline.export import export
-    from meshdream.pipeline.refine import refine
+    from meshdream.stages.export import export
+    from meshdream.stages.refine import refine
 
     double = install(monkeypatch)
     run = tmp_path / "run"

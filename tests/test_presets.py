@@ -8,8 +8,8 @@ from meshdream.config import build_config, load_config, preset_names, route_over
 from meshdream.guidance.base import resolve_settings
 from meshdream.guidance.pixel import IF_RECOMMENDED
 from meshdream.guidance.stable_diffusion import SD_RECOMMENDED
-from meshdream.pipeline.coarse import CoarseConfig
-from meshdream.pipeline.refine import RefineConfig
+from meshdream.stages.coarse import CoarseConfig
+from meshdream.stages.refine import RefineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"coarse": CoarseConfig, "refine": RefineConfig}
