@@ -35,10 +35,15 @@ out=$(cd "$out" && pwd)
 start=$(date +%s)
 src=$ROOT
 if [ -n "$rev" ]; then
+  # REV's cpp/ next to this setup.py; files that did not change keep their time, so a rerun does not recompile
   src="$out/src"
-  rm -rf "$src" && mkdir -p "$src/meshdream"
-  git archive "$rev" cpp | tar -x -C "$src"
-  cp setup.py README.md "$src/" && cp meshdream/__init__.py "$src/meshdream/"
+  rm -rf "$out/src.new" && mkdir -p "$out/src.new/meshdream" "$src"
+  git archive "$rev" cpp | tar -x -C "$out/src.new"
+  cp setup.py README.md "$out/src.new/" && cp meshdream/__init__.py "$out/src.new/meshdream/"
+  (cd "$out/src.new" && find . -type f) | while read -r f; do
+    cmp -s "$out/src.new/$f" "$src/$f" || { mkdir -p "$(dirname "$src/$f")"; cp "$out/src.new/$f" "$src/$f"; }
+  done
+  rm -rf "$out/src.new"
 fi
 (cd "$src" && MESHDREAM_SANITIZE=1 MESHDREAM_BUILD_JOBS="${MESHDREAM_BUILD_JOBS:-0}" \
   python setup.py -q build_ext --build-lib "$out/lib" --build-temp "$out/temp" >"$out/build.log" 2>&1) \
@@ -54,10 +59,13 @@ done
 cp "$out"/lib/meshdream/_C.* "$tree/"
 
 # 3. run with the runtime preloaded (python itself is not instrumented); python's own allocations leak by design
-export LD_PRELOAD="$(gcc -print-file-name=libasan.so)"
+# libstdc++ too: python does not link it, and ASan's __cxa_throw interceptor must find the real one when the first
+# C++ exception (a ValueError from the argument checks) is thrown
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(readlink -f "$(g++ -print-file-name=libstdc++.so)")"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export PYTHONPATH="$out/tree${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONSAFEPATH=1  # the current folder (this checkout, with its own meshdream/_C) must not come first on sys.path
 loaded=$(python -c "import meshdream._C as c; print(c.__file__)")
 case "$loaded" in "$out"/tree/*) ;; *) echo "the sanitized module did not load (got $loaded)" >&2; exit 1 ;; esac
 
