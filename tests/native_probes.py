@@ -205,7 +205,7 @@ def run(name: str) -> str:
         result = PROBES[name]()
     except ValueError as e:
         return f"ValueError: {e}"
-    return result if result == "ok" else f"returned {type(result).__name__} (no error)"
+    return result if isinstance(result, str) and result == "ok" else f"returned {type(result).__name__} (no error)"
 
 
 def main(names: list[str]) -> None:
