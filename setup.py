@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
 from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,15 +35,30 @@ def compiler_supports_openmp() -> bool:
             return False
 
 
+# MESHDREAM_SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer build for scripts/sanitize.sh (-O1 with frame
+# pointers for readable reports; -fno-wrapv undoes Python's -fwrapv so signed overflow is reported; float-cast-overflow
+# is not part of -fsanitize=undefined in GCC). Never for a wheel: the module then needs libasan preloaded.
+SANITIZE_FLAGS = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=undefined,float-cast-overflow",
+                  "-fno-omit-frame-pointer", "-fno-wrapv", "-g", "-O1"]
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         openmp = sys.platform != "win32" and compiler_supports_openmp()
+        sanitize = os.environ.get("MESHDREAM_SANITIZE") == "1"
         for ext in self.extensions:
             if openmp:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
                 ext.define_macros.append(("MESHDREAM_OPENMP", "1"))
+            if sanitize:
+                ext.extra_compile_args = [a for a in ext.extra_compile_args if a != "-O3"] + SANITIZE_FLAGS
+                ext.extra_link_args.append("-fsanitize=address,undefined,float-cast-overflow")
         super().build_extensions()
+
+
+# MESHDREAM_BUILD_JOBS=N compiles the kernels' sources N at a time (0: one per CPU); unset: one at a time
+ParallelCompile("MESHDREAM_BUILD_JOBS", default=1).install()
 
 
 sources = sorted(glob.glob(os.path.join("cpp", "*.cpp")))

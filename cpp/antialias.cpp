@@ -16,6 +16,7 @@
 // The triangle covers t - 0.5 of the far pixel (t > 0.5), or misses 0.5 - t of its own pixel (t < 0.5), and
 // the colours are blended by that coverage. t moves with the edge's screen position, which carries the
 // gradient to the positions. Pairs are independent given the input colours; each image is one thread.
+// Arguments are checked first (cpp/checks.h): rast must show color's images, pos hold their batch.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -70,6 +71,7 @@ Crossing find_crossing(const T* pb, const int32_t* vi, int64_t W, int64_t H, dou
         const double k = (c - s[0][ac]) / den;
         const double x = s[0][al] + k * (s[1][al] - s[0][al]);
         const double t = dir * (x - f0);
+        if (!std::isfinite(t)) continue;  // non-finite positions: no crossing
         if (any && t <= best.t) continue;
         any = true;
         steep = std::fabs(den) >= std::fabs(s[1][al] - s[0][al]);
@@ -173,16 +175,30 @@ void for_each_pair(const T* R, const T* P, const int32_t* I, const EdgeOpposites
             }
 }
 
+// color [B, H, W, C], rast [B, H, W, 4], pos [B, V, 4] and tri [F, 3] (indices into pos's V): checked and converted.
 template <typename T>
-Array<T> antialias_fwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32_t> tri) {
-    const int64_t B = color.shape(0), H = color.shape(1), W = color.shape(2), C = color.shape(3);
-    const int64_t V = pos.shape(1);
-    const T* CI = color.data();
-    const T* R = rast.data();
-    const T* P = pos.data();
-    const int32_t* I = tri.data();
-    const int64_t F = tri.shape(0);
-    check_tri(I, F, V);
+struct Inputs {
+    Array<T> color, rast, pos;
+    Array<int32_t> tri;
+    int64_t B, H, W, C, V, F;
+    Inputs(const py::array& color_in, const py::array& rast_in, const py::array& pos_in, const py::array& tri_in)
+        : color(checks::floats<T>(color_in, "color", 4, "[B, H, W, C]")), rast(raster_of<T>(rast_in)), pos(positions_of<T>(pos_in)),
+          tri(checks::triangles(tri_in, pos.shape(1))) {
+        checks::require_leading(rast, "rast", color, "color", 3, "B, H, W (the same images)");
+        checks::require_leading(pos, "pos", color, "color", 1, "the batch size B");
+        B = color.shape(0), H = color.shape(1), W = color.shape(2), C = color.shape(3);
+        V = pos.shape(1), F = tri.shape(0);
+    }
+};
+
+template <typename T>
+Array<T> antialias_fwd(const py::array& color_in, const py::array& rast_in, const py::array& pos_in, const py::array& tri_in) {
+    const Inputs<T> in(color_in, rast_in, pos_in, tri_in);
+    const int64_t B = in.B, H = in.H, W = in.W, C = in.C, V = in.V, F = in.F;
+    const T* CI = in.color.data();
+    const T* R = in.rast.data();
+    const T* P = in.pos.data();
+    const int32_t* I = in.tri.data();
     const EdgeOpposites opposites(I, F);
     Array<T> out({B, H, W, C});
     T* O = out.mutable_data();
@@ -205,16 +221,17 @@ Array<T> antialias_fwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32_
 }
 
 template <typename T>
-py::tuple antialias_bwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32_t> tri, Array<T> grad_out) {
-    const int64_t B = color.shape(0), H = color.shape(1), W = color.shape(2), C = color.shape(3);
-    const int64_t V = pos.shape(1);
-    const T* CI = color.data();
-    const T* R = rast.data();
-    const T* P = pos.data();
+py::tuple antialias_bwd(const py::array& color_in, const py::array& rast_in, const py::array& pos_in, const py::array& tri_in,
+                        const py::array& grad_in) {
+    const Inputs<T> in(color_in, rast_in, pos_in, tri_in);
+    const int64_t B = in.B, H = in.H, W = in.W, C = in.C, V = in.V, F = in.F;
+    const Array<T> grad_out = checks::floats<T>(grad_in, "grad_out", 4, "[B, H, W, C]");
+    checks::require_same_shape(grad_out, "grad_out", in.color, "color");
+    const T* CI = in.color.data();
+    const T* R = in.rast.data();
+    const T* P = in.pos.data();
     const T* G = grad_out.data();
-    const int32_t* I = tri.data();
-    const int64_t F = tri.shape(0);
-    check_tri(I, F, V);
+    const int32_t* I = in.tri.data();
     const EdgeOpposites opposites(I, F);
     Array<T> grad_color({B, H, W, C});
     Array<T> grad_pos({B, V, (int64_t)4});
@@ -269,7 +286,8 @@ py::tuple antialias_bwd(Array<T> color, Array<T> rast, Array<T> pos, Array<int32
 void register_antialias(py::module_& m) {
     const char* fwd_doc =
         "Blend colours across silhouette edges by their analytic coverage: color [B, H, W, C], rast [B, H, W, 4], "
-        "pos [B, V, 4] clip space, tri [F, 3] int32 -> antialiased colours [B, H, W, C].";
+        "pos [B, V, 4] clip space, tri [F, 3] integer vertex indices in [0, V) -> antialiased colours [B, H, W, C]. "
+        "ValueError names a bad argument.";
     const char* bwd_doc =
         "Backward of antialias_fwd: grad_out [B, H, W, C] -> (grad_color [B, H, W, C], grad_pos [B, V, 4]).";
     m.def("antialias_fwd_f32", &antialias_fwd<float>, py::arg("color"), py::arg("rast"), py::arg("pos"), py::arg("tri"), fwd_doc);

@@ -10,6 +10,10 @@
 // Backward is deterministic and independent of the thread count: every level owns a disjoint slice of
 // the table, so threads split the levels and each accumulates its level over the points in order
 // (in double, cast once at the end). No atomics, no per-thread table copies.
+//
+// Arguments are checked first (cpp/checks.h): shapes, dtypes, the levels (with overflow-safe sums and
+// cubes) against the table's rows, bound > 0, threads. A NaN coordinate gives NaN features.
+#include "checks.h"
 #include "kernels.h"
 
 #include <pybind11/numpy.h>
@@ -24,10 +28,10 @@ namespace py = pybind11;
 
 namespace {
 
-template <typename T>
-using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+using checks::Array;
 
 constexpr uint64_t kPrimes[3] = {1ull, 2654435761ull, 805459861ull};
+constexpr int64_t kMaxResolution = (int64_t(1) << 31) - 1;  // cell indices stay exact in float and in int64
 
 struct Levels {
     std::vector<int64_t> resolution, offset, size;
@@ -38,13 +42,25 @@ struct Levels {
         : resolution(std::move(r)), offset(std::move(o)), size(std::move(s)), dense(std::move(d)) {
         const size_t L = resolution.size();
         if (offset.size() != L || size.size() != L || dense.size() != L)
-            throw std::invalid_argument("resolution, offset, table_size and dense must have one entry per level");
+            checks::fail("resolution, offset, table_size and dense must have one entry per level, got " +
+                         std::to_string(L) + ", " + std::to_string(offset.size()) + ", " + std::to_string(size.size()) + ", " +
+                         std::to_string(dense.size()));
         for (size_t l = 0; l < L; ++l) {
-            if (resolution[l] < 1 || size[l] < 1 || offset[l] < 0)
-                throw std::invalid_argument("levels need resolution >= 1, table_size >= 1, offset >= 0");
-            if (dense[l] && (resolution[l] + 1) * (resolution[l] + 1) * (resolution[l] + 1) > size[l])
-                throw std::invalid_argument("a dense level needs (resolution + 1)^3 <= table_size");
-            rows = std::max(rows, offset[l] + size[l]);
+            const std::string at = " (level " + std::to_string(l) + ")";
+            if (resolution[l] < 1 || resolution[l] > kMaxResolution)
+                checks::fail("resolution must be 1 .. 2^31 - 1, got " + std::to_string(resolution[l]) + at);
+            if (size[l] < 1) checks::fail("table_size must be >= 1, got " + std::to_string(size[l]) + at);
+            if (offset[l] < 0) checks::fail("offset must be >= 0, got " + std::to_string(offset[l]) + at);
+            int64_t end, corners = resolution[l] + 1;  // rows the level spans; (resolution + 1)^3 dense corners
+            if (__builtin_add_overflow(offset[l], size[l], &end))
+                checks::fail("offset + table_size overflows int64" + at);
+            // overflow means more corners than any table: too many for a dense level
+            const bool too_many = __builtin_mul_overflow(corners, resolution[l] + 1, &corners) ||
+                                  __builtin_mul_overflow(corners, resolution[l] + 1, &corners) || corners > size[l];
+            if (dense[l] && too_many)
+                checks::fail("a dense level needs (resolution + 1)^3 <= table_size, got resolution " + std::to_string(resolution[l]) +
+                             " and table_size " + std::to_string(size[l]) + at);
+            rows = std::max(rows, end);
         }
     }
     int64_t count() const { return (int64_t)resolution.size(); }
@@ -88,7 +104,8 @@ inline void corners(const Unit<T>& p, T bound, int64_t res, bool dense, int64_t 
     for (int a = 0; a < 3; ++a) {
         c.dpos[a] = p.inside[a] ? r / (bound * T(2)) : T(0);
         const T pos = p.u[a] * r;
-        int64_t ci = (int64_t)std::floor(pos);
+        // a NaN coordinate takes cell 0 (its weights are NaN, so are its features): the cast would be undefined
+        int64_t ci = pos >= T(0) ? (int64_t)std::floor(pos) : 0;
         if (ci > res - 1) ci = res - 1;
         cell[a] = ci;
         c.frac[a] = pos - (T)ci;
@@ -121,17 +138,31 @@ inline void corners(const Unit<T>& p, T bound, int64_t res, bool dense, int64_t 
 }
 
 template <typename T>
-void check_inputs(const Array<T>& x, const Array<T>& table, const Levels& lv) {
-    if (x.ndim() != 2 || x.shape(1) != 3) throw std::invalid_argument("x must be [N, 3]");
-    if (table.ndim() != 2) throw std::invalid_argument("table must be [rows, F]");
-    if (table.shape(0) < lv.rows) throw std::invalid_argument("table has fewer rows than the levels index");
-}
+struct Inputs {
+    Levels lv;
+    Array<T> x, table;
+    Inputs(const py::array& x_in, const py::array& table_in, std::vector<int64_t> resolution, std::vector<int64_t> offset,
+           std::vector<int64_t> table_size, std::vector<bool> dense, double bound, int64_t threads)
+        : lv(std::move(resolution), std::move(offset), std::move(table_size), std::move(dense)),
+          x(checks::floats<T>(x_in, "x", 2, "[N, 3]")), table(checks::floats<T>(table_in, "table", 2, "[rows, F]")) {
+        checks::require_dim(x, "x", 1, 3, "[N, 3]", "3-d points");
+        if (table.shape(0) < lv.rows)
+            checks::fail("table has " + std::to_string(table.shape(0)) + " rows; the levels index rows up to " + std::to_string(lv.rows));
+        if (!(std::isfinite(bound) && bound > 0)) checks::fail("bound must be finite and > 0, got " + checks::num(bound));
+        checks::require_threads(threads);
+        checks::buffer_elements({x.shape(0), lv.count(), table.shape(1)}, sizeof(T), "the features [N, levels * F]");
+    }
+};
 
 template <typename T>
-Array<T> hash_grid_fwd(Array<T> x, Array<T> table, std::vector<int64_t> resolution, std::vector<int64_t> offset,
-                       std::vector<int64_t> table_size, std::vector<bool> dense, double bound, int threads) {
-    const Levels lv(resolution, offset, table_size, dense);
-    check_inputs(x, table, lv);
+Array<T> hash_grid_fwd(const py::array& x_in, const py::array& table_in, std::vector<int64_t> resolution, std::vector<int64_t> offset,
+                       std::vector<int64_t> table_size, std::vector<bool> dense, double bound, int64_t threads_in) {
+    const Inputs<T> in(x_in, table_in, std::move(resolution), std::move(offset), std::move(table_size), std::move(dense), bound,
+                       threads_in);
+    const Levels& lv = in.lv;
+    const Array<T>& x = in.x;
+    const Array<T>& table = in.table;
+    const int threads = (int)threads_in;
     const int64_t N = x.shape(0), F = table.shape(1), L = lv.count();
     Array<T> out({N, L * F});
     const T* X = x.data();
@@ -159,14 +190,20 @@ Array<T> hash_grid_fwd(Array<T> x, Array<T> table, std::vector<int64_t> resoluti
 }
 
 template <typename T>
-py::tuple hash_grid_bwd(Array<T> x, Array<T> table, Array<T> grad_out, std::vector<int64_t> resolution,
+py::tuple hash_grid_bwd(const py::array& x_in, const py::array& table_in, const py::array& grad_in, std::vector<int64_t> resolution,
                         std::vector<int64_t> offset, std::vector<int64_t> table_size, std::vector<bool> dense, double bound,
-                        bool need_table, bool need_x, int threads) {
-    const Levels lv(resolution, offset, table_size, dense);
-    check_inputs(x, table, lv);
+                        bool need_table, bool need_x, int64_t threads_in) {
+    const Inputs<T> in(x_in, table_in, std::move(resolution), std::move(offset), std::move(table_size), std::move(dense), bound,
+                       threads_in);
+    const Levels& lv = in.lv;
+    const Array<T>& x = in.x;
+    const Array<T>& table = in.table;
+    const int threads = (int)threads_in;
     const int64_t N = x.shape(0), F = table.shape(1), L = lv.count(), rows = table.shape(0);
-    if (grad_out.ndim() != 2 || grad_out.shape(0) != N || grad_out.shape(1) != L * F)
-        throw std::invalid_argument("grad_out must be [N, levels * F]");
+    const Array<T> grad_out = checks::floats<T>(grad_in, "grad_out", 2, "[N, levels * F]");
+    if (grad_out.shape(0) != N || grad_out.shape(1) != L * F)
+        checks::fail("grad_out must be [N, levels * F] = [" + std::to_string(N) + ", " + std::to_string(L * F) + "], got " +
+                     checks::shape_of(grad_out));
     const T* X = x.data();
     const T* tab = table.data();
     const T* G = grad_out.data();

@@ -1,6 +1,7 @@
 // interpolate: per-pixel attributes from the rasteriser's barycentrics (nvdiffrast layout).
 // out = u * a0 + v * a1 + (1 - u - v) * a2 for covered pixels, 0 elsewhere. attr is [B, V, C] or,
 // shared by all images, [1, V, C]. Backward: dL/dattr (per-thread buffers, no races) and dL/d(u, v).
+// Shapes, dtypes and vertex indices are checked first (cpp/checks.h); raster ids outside [1, F] read as empty.
 #include "kernels.h"
 #include "raster_common.h"
 
@@ -9,16 +10,31 @@ using namespace raster;
 
 namespace {
 
+// attr [B or 1, V, C], rast [B, H, W, 4] and tri [F, 3] (indices into attr's V), checked and converted.
 template <typename T>
-Array<T> interpolate_fwd(Array<T> attr, Array<T> rast, Array<int32_t> tri) {
-    const int64_t AB = attr.shape(0), V = attr.shape(1), C = attr.shape(2);
-    const int64_t B = rast.shape(0), H = rast.shape(1), W = rast.shape(2);
-    if (AB != 1 && AB != B) throw std::invalid_argument("attr batch must be 1 or match rast");
-    const T* A = attr.data();
-    const T* R = rast.data();
-    const int32_t* I = tri.data();
-    const int64_t F = tri.shape(0);
-    check_tri(I, F, V);
+struct Inputs {
+    Array<T> attr, rast;
+    Array<int32_t> tri;
+    int64_t AB, V, C, B, H, W, F;
+    Inputs(const py::array& attr_in, const py::array& rast_in, const py::array& tri_in)
+        : attr(checks::floats<T>(attr_in, "attr", 3, "[B or 1, V, C]")), rast(raster_of<T>(rast_in)),
+          tri(checks::triangles(tri_in, attr.shape(1))) {
+        AB = attr.shape(0), V = attr.shape(1), C = attr.shape(2);
+        B = rast.shape(0), H = rast.shape(1), W = rast.shape(2), F = tri.shape(0);
+        if (AB != 1 && AB != B)
+            checks::fail("attr batch must be 1 or match rast's B = " + std::to_string(B) + ", got attr shape " +
+                         checks::shape_of(attr) + " and rast shape " + checks::shape_of(rast));
+        checks::buffer_elements({B, H, W, C}, sizeof(T), "the output [B, H, W, C]");
+    }
+};
+
+template <typename T>
+Array<T> interpolate_fwd(const py::array& attr_in, const py::array& rast_in, const py::array& tri_in) {
+    const Inputs<T> in(attr_in, rast_in, tri_in);
+    const int64_t AB = in.AB, V = in.V, C = in.C, B = in.B, H = in.H, W = in.W, F = in.F;
+    const T* A = in.attr.data();
+    const T* R = in.rast.data();
+    const int32_t* I = in.tri.data();
     Array<T> out({B, H, W, C});
     T* O = out.mutable_data();
     {
@@ -42,15 +58,17 @@ Array<T> interpolate_fwd(Array<T> attr, Array<T> rast, Array<int32_t> tri) {
 }
 
 template <typename T>
-py::tuple interpolate_bwd(Array<T> attr, Array<T> rast, Array<int32_t> tri, Array<T> grad_out) {
-    const int64_t AB = attr.shape(0), V = attr.shape(1), C = attr.shape(2);
-    const int64_t B = rast.shape(0), H = rast.shape(1), W = rast.shape(2);
-    const T* A = attr.data();
-    const T* R = rast.data();
+py::tuple interpolate_bwd(const py::array& attr_in, const py::array& rast_in, const py::array& tri_in, const py::array& grad_in) {
+    const Inputs<T> in(attr_in, rast_in, tri_in);
+    const int64_t AB = in.AB, V = in.V, C = in.C, B = in.B, H = in.H, W = in.W, F = in.F;
+    const Array<T> grad_out = checks::floats<T>(grad_in, "grad_out", 4, "[B, H, W, C]");
+    if (grad_out.shape(0) != B || grad_out.shape(1) != H || grad_out.shape(2) != W || grad_out.shape(3) != C)
+        checks::fail("grad_out must be [B, H, W, C] = [" + std::to_string(B) + ", " + std::to_string(H) + ", " + std::to_string(W) +
+                     ", " + std::to_string(C) + "] (the output's shape), got " + checks::shape_of(grad_out));
+    const T* A = in.attr.data();
+    const T* R = in.rast.data();
     const T* G = grad_out.data();
-    const int32_t* I = tri.data();
-    const int64_t F = tri.shape(0);
-    check_tri(I, F, V);
+    const int32_t* I = in.tri.data();
     Array<T> grad_attr({AB, V, C});
     Array<T> grad_rast({B, H, W, (int64_t)4});
     T* GA = grad_attr.mutable_data();
@@ -96,7 +114,8 @@ py::tuple interpolate_bwd(Array<T> attr, Array<T> rast, Array<int32_t> tri, Arra
 void register_interpolate(py::module_& m) {
     const char* fwd_doc =
         "Interpolate vertex attributes at every pixel: attr [B or 1, V, C], rast [B, H, W, 4] (u, v, z/w, "
-        "triangle_id + 1), tri [F, 3] int32 -> out [B, H, W, C] = u*a0 + v*a1 + (1-u-v)*a2, 0 where rast is empty.";
+        "triangle_id + 1), tri [F, 3] integer vertex indices in [0, V) -> out [B, H, W, C] = u*a0 + v*a1 + (1-u-v)*a2, 0 where "
+        "rast is empty (ids outside 1 .. F count as empty). ValueError names a bad argument.";
     const char* bwd_doc =
         "Backward of interpolate_fwd: grad_out [B, H, W, C] -> (grad_attr shaped like attr, grad_rast [B, H, W, 4] "
         "with dL/du, dL/dv in channels 0, 1 and zeros in 2, 3).";

@@ -25,10 +25,12 @@
 #include <cmath>
 #include <cstring>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "checks.h"
 #include "kernels.h"
 
 namespace py = pybind11;
@@ -248,12 +250,18 @@ inline int64_t pair_edges(const Rows& g, int64_t ra, int64_t rb, int64_t next, f
     return next;
 }
 
-py::tuple marching_cubes(py::array_t<float, py::array::c_style | py::array::forcecast> volume, float level,
-                         std::array<double, 3> lo, std::array<double, 3> hi) {
-    if (volume.ndim() != 3) throw std::invalid_argument("volume must be 3-dimensional");
+py::tuple marching_cubes(const py::array& volume_in, double level_in, std::array<double, 3> lo, std::array<double, 3> hi) {
+    const auto volume = checks::reals<float>(volume_in, "volume", 3, "3-dimensional [X, Y, Z]");
     const int64_t X = volume.shape(0), Y = volume.shape(1), Z = volume.shape(2);
-    if (X < 2 || Y < 2 || Z < 2) throw std::invalid_argument("volume must have at least 2 samples per axis");
-    if (!std::isfinite(level)) throw std::invalid_argument("level must be finite");
+    if (X < 2 || Y < 2 || Z < 2) checks::fail("volume must have at least 2 samples per axis, got shape " + checks::shape_of(volume));
+    if (Z > std::numeric_limits<int32_t>::max()) checks::fail("volume must have fewer than 2^31 samples along z, got shape " + checks::shape_of(volume));
+    if (!(std::fabs(level_in) <= std::numeric_limits<float>::max()))  // NaN, infinite or beyond float32
+        checks::fail("level must be a finite float32 value, got " + checks::num(level_in));
+    const float level = (float)level_in;
+    for (int a = 0; a < 3; ++a)
+        if (!(std::isfinite(lo[a]) && std::isfinite(hi[a]) && lo[a] < hi[a]))
+            checks::fail("bounds must be finite with lo < hi on every axis (inverted bounds would turn the faces inward), got lo " +
+                         checks::num(lo[a]) + " and hi " + checks::num(hi[a]) + " on axis " + std::to_string(a));
     const Table& T = table();
     const Walk& W = walk();
     const double step[3] = {(hi[0] - lo[0]) / double(X - 1), (hi[1] - lo[1]) / double(Y - 1), (hi[2] - lo[2]) / double(Z - 1)};
@@ -324,7 +332,7 @@ py::tuple marching_cubes(py::array_t<float, py::array::c_style | py::array::forc
             }
         }
     }
-    if (bad) throw std::invalid_argument("volume contains NaN or infinite values");
+    if (bad) checks::fail("volume contains NaN or infinite values");
     for (int64_t r = 0; r < R; ++r) {
         vstart[r + 1] += vstart[r];
         tstart[r + 1] += tstart[r];
@@ -388,5 +396,6 @@ py::tuple marching_cubes(py::array_t<float, py::array::c_style | py::array::forc
 void register_marching_cubes(py::module_& m) {
     m.def("marching_cubes", &marching_cubes, py::arg("volume"), py::arg("level"), py::arg("lo"), py::arg("hi"),
           "Marching cubes on a float32 [X, Y, Z] grid (larger inside). Returns (vertices [V, 3] float32, "
-          "faces [F, 3] int64); grid index 0..n-1 maps linearly to lo..hi.");
+          "faces [F, 3] int64); grid index 0..n-1 maps linearly to lo..hi (finite, lo < hi per axis). Any real dtype is "
+          "converted to float32; NaN / infinite samples and a non-finite level are refused (ValueError).");
 }

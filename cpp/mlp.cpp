@@ -15,6 +15,7 @@
 // SIMD: the build targets baseline x86-64 (the wheel must load anywhere), so on x86-64 Linux the tile
 // functions are compiled three times (x86-64-v4 = AVX-512, v3 = AVX2 + FMA, baseline) and the loader
 // picks the best one for the CPU (GCC/Clang target_clones).
+#include "checks.h"
 #include "kernels.h"
 
 #include <pybind11/numpy.h>
@@ -41,8 +42,7 @@ namespace py = pybind11;
 
 namespace {
 
-template <typename T>
-using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+using checks::Array;
 
 constexpr int kTile = 64;      // points per tile (a 64 x 64 float activation is 16 KB: L1)
 constexpr int64_t kBlock = 1024;  // points per gradient block (the unit of the deterministic sum)
@@ -189,39 +189,53 @@ MD_BLOCKS(float)
 MD_BLOCKS(double)
 #undef MD_BLOCKS
 
+// The checked inputs of one call: x [N, D_0] and the layers (converted to T), and the network over them.
 template <typename T>
-Net<T> make_net(const Array<T>& x, const std::vector<Array<T>>& weights, const std::vector<Array<T>>& biases) {
-    if (weights.empty() || weights.size() != biases.size())
-        throw std::invalid_argument("weights and biases must be non-empty lists of the same length (one per layer)");
-    if (x.ndim() != 2) throw std::invalid_argument("x must be [N, D_0]");
+struct Inputs {
+    Array<T> x;
+    std::vector<Array<T>> weights, biases;
     Net<T> net;
-    net.dims.push_back((int)x.shape(1));
-    for (size_t l = 0; l < weights.size(); ++l) {
-        const auto& w = weights[l];
-        const auto& b = biases[l];
-        if (w.ndim() != 2 || w.shape(1) != net.dims.back())
-            throw std::invalid_argument("weights[" + std::to_string(l) + "] must be [D_out, " + std::to_string(net.dims.back()) +
-                                        "] (torch.nn.Linear layout)");
-        if (b.ndim() != 1 || b.shape(0) != w.shape(0))
-            throw std::invalid_argument("biases[" + std::to_string(l) + "] must be [" + std::to_string(w.shape(0)) + "]");
-        if (w.shape(0) < 1 || w.shape(0) > kMaxWidth || w.shape(1) > kMaxWidth)
-            throw std::invalid_argument("layer widths must be 1 .. " + std::to_string(kMaxWidth));
-        const int dout = (int)w.shape(0), din = (int)w.shape(1);
-        net.dims.push_back(dout);
-        net.W.push_back(w.data());
-        net.B.push_back(b.data());
-        std::vector<T> wt((size_t)din * dout);
-        for (int o = 0; o < dout; ++o)
-            for (int i = 0; i < din; ++i) wt[(size_t)i * dout + o] = w.data()[(size_t)o * din + i];
-        net.WT.push_back(std::move(wt));
+    Inputs(const py::array& x_in, const std::vector<py::array>& weights_in, const std::vector<py::array>& biases_in, int64_t threads) {
+        checks::require_threads(threads);
+        if (weights_in.empty() || weights_in.size() != biases_in.size())
+            checks::fail("weights and biases must be non-empty lists of the same length (one per layer), got " +
+                         std::to_string(weights_in.size()) + " and " + std::to_string(biases_in.size()));
+        x = checks::floats<T>(x_in, "x", 2, "[N, D_0]");
+        if (x.shape(1) < 1 || x.shape(1) > kMaxWidth)
+            checks::fail("x's width D_0 must be 1 .. " + std::to_string(kMaxWidth) + ", got shape " + checks::shape_of(x));
+        net.dims.push_back((int)x.shape(1));
+        for (size_t l = 0; l < weights_in.size(); ++l) {
+            const std::string wl = "weights[" + std::to_string(l) + "]", bl = "biases[" + std::to_string(l) + "]";
+            weights.push_back(checks::floats<T>(weights_in[l], wl.c_str(), 2, "[D_out, D_in] (torch.nn.Linear layout)"));
+            biases.push_back(checks::floats<T>(biases_in[l], bl.c_str(), 1, "[D_out]"));
+            const auto& w = weights.back();
+            const auto& b = biases.back();
+            if (w.shape(1) != net.dims.back())
+                checks::fail(wl + " must be [D_out, " + std::to_string(net.dims.back()) + "] (torch.nn.Linear layout), got shape " +
+                             checks::shape_of(w));
+            if (w.shape(0) < 1 || w.shape(0) > kMaxWidth)
+                checks::fail("layer widths must be 1 .. " + std::to_string(kMaxWidth) + ", got " + wl + " of shape " + checks::shape_of(w));
+            if (b.shape(0) != w.shape(0))
+                checks::fail(bl + " must be [" + std::to_string(w.shape(0)) + "], got shape " + checks::shape_of(b));
+            const int dout = (int)w.shape(0), din = (int)w.shape(1);
+            net.dims.push_back(dout);
+            net.W.push_back(w.data());
+            net.B.push_back(b.data());
+            std::vector<T> wt((size_t)din * dout);
+            for (int o = 0; o < dout; ++o)
+                for (int i = 0; i < din; ++i) wt[(size_t)i * dout + o] = w.data()[(size_t)o * din + i];
+            net.WT.push_back(std::move(wt));
+        }
+        checks::buffer_elements({x.shape(0), (int64_t)net.dims.back()}, sizeof(T), "the output [N, D_L]");
     }
-    if (net.dims.front() < 1 || net.dims.front() > kMaxWidth) throw std::invalid_argument("x's width must be 1 .. 4096");
-    return net;
-}
+};
 
 template <typename T>
-Array<T> mlp_fwd(Array<T> x, std::vector<Array<T>> weights, std::vector<Array<T>> biases, int threads) {
-    const Net<T> net = make_net(x, weights, biases);
+Array<T> mlp_fwd(const py::array& x_in, const std::vector<py::array>& weights, const std::vector<py::array>& biases, int64_t threads_in) {
+    const Inputs<T> in(x_in, weights, biases, threads_in);
+    const Array<T>& x = in.x;
+    const Net<T>& net = in.net;
+    const int threads = (int)threads_in;
     const int64_t N = x.shape(0), dl = net.dims.back(), d0 = net.dims.front();
     Array<T> out({N, dl});
     const T* X = x.data();
@@ -243,13 +257,18 @@ Array<T> mlp_fwd(Array<T> x, std::vector<Array<T>> weights, std::vector<Array<T>
 }
 
 template <typename T>
-py::tuple mlp_bwd(Array<T> x, std::vector<Array<T>> weights, std::vector<Array<T>> biases, Array<T> grad_out, bool need_x,
-                  int threads) {
-    const Net<T> net = make_net(x, weights, biases);
+py::tuple mlp_bwd(const py::array& x_in, const std::vector<py::array>& weights, const std::vector<py::array>& biases,
+                  const py::array& grad_in, bool need_x, int64_t threads_in) {
+    const Inputs<T> in(x_in, weights, biases, threads_in);
+    const Array<T>& x = in.x;
+    const Net<T>& net = in.net;
+    const int threads = (int)threads_in;
     const int64_t N = x.shape(0), d0 = net.dims.front(), dl = net.dims.back();
     const int L = net.layers();
-    if (grad_out.ndim() != 2 || grad_out.shape(0) != N || grad_out.shape(1) != dl)
-        throw std::invalid_argument("grad_out must be [N, " + std::to_string(dl) + "]");
+    const Array<T> grad_out = checks::floats<T>(grad_in, "grad_out", 2, "[N, D_L]");
+    if (grad_out.shape(0) != N || grad_out.shape(1) != dl)
+        checks::fail("grad_out must be [N, " + std::to_string(dl) + "] with x's N = " + std::to_string(N) + ", got shape " +
+                     checks::shape_of(grad_out));
     // one block's gradients: every layer's dW then dB, packed
     std::vector<int64_t> w_off(L), b_off(L);
     int64_t P = 0;

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "checks.h"
+
 #ifdef MESHDREAM_OPENMP
 #include <omp.h>
 #endif
@@ -74,16 +76,30 @@ inline void lambdas(const Tri3& t, double X, double Y, double* lam) {
     lam[2] = dot3(c, q);
 }
 
-// Triangle index (0-based) stored in a raster's 4th channel, or -1 for empty / out-of-range values.
+// Triangle index (0-based) stored in a raster's 4th channel, or -1 for empty / out-of-range values
+// (NaN and values beyond int64 included: they are tested before the rounding, which could not hold them).
 template <typename T>
 inline int64_t triangle_of(T id_plus_one, int64_t F) {
-    const int64_t f = (int64_t)std::llround((double)id_plus_one) - 1;
+    const double d = (double)id_plus_one;
+    if (!(d >= 0.5 && d < (double)F + 0.5)) return -1;
+    const int64_t f = (int64_t)std::llround(d) - 1;
     return (f >= 0 && f < F) ? f : -1;
 }
 
-inline void check_tri(const int32_t* tri, int64_t F, int64_t V) {
-    for (int64_t i = 0; i < 3 * F; ++i)
-        if (tri[i] < 0 || tri[i] >= V) throw std::invalid_argument("tri holds a vertex index outside [0, V)");
+// rast [B, H, W, 4] = (u, v, z/w, triangle_id + 1), converted to T.
+template <typename T>
+Array<T> raster_of(const py::array& rast, const char* name = "rast") {
+    Array<T> r = checks::floats<T>(rast, name, 4, "[B, H, W, 4]");
+    checks::require_dim(r, name, 3, 4, "[B, H, W, 4]", "u, v, z/w, triangle_id + 1");
+    return r;
+}
+
+// pos [B, V, 4] clip-space (x, y, z, w), converted to T.
+template <typename T>
+Array<T> positions_of(const py::array& pos, const char* name = "pos") {
+    Array<T> p = checks::floats<T>(pos, name, 3, "[B, V, 4]");
+    checks::require_dim(p, name, 2, 4, "[B, V, 4]", "clip-space x, y, z, w");
+    return p;
 }
 
 }  // namespace raster

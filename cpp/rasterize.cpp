@@ -3,7 +3,9 @@
 // Pixel (px, py) has its centre at ndc ((px + 0.5) / W * 2 - 1, (py + 0.5) / H * 2 - 1): row 0 is
 // y = -1 (the bottom). u, v are the perspective-correct barycentrics of vertices 0 and 1. The nearest
 // z/w wins; ties go to the lower triangle id, so the output is deterministic. Triangles with a vertex
-// at w <= 0 (behind the camera) are skipped; pixels with z/w outside [-1, 1] are clipped.
+// at w <= 0 (behind the camera) or with a NaN / infinite coordinate are skipped; pixels with z/w outside
+// [-1, 1] are clipped. Arguments are checked first (cpp/checks.h): shapes, dtypes, vertex indices, and
+// height, width in 1 .. 16384; a float32 raster takes fewer than 2^24 triangles (ids stay exact).
 // Parallel over (image, band of rows): each band owns its pixels, so the depth test has no races. Each
 // triangle is set up once and binned to the bands its box touches.
 //
@@ -38,15 +40,23 @@ struct Setup {
 inline bool outside(double lam, double s) { return lam != 0 && ((lam < 0) != (s < 0)); }
 
 template <typename T>
-Array<T> rasterize_fwd(Array<T> pos, Array<int32_t> tri, int H, int W) {
-    if (pos.ndim() != 3 || pos.shape(2) != 4) throw std::invalid_argument("pos must be [B, V, 4]");
-    if (tri.ndim() != 2 || tri.shape(1) != 3) throw std::invalid_argument("tri must be [F, 3]");
-    if (H <= 0 || W <= 0) throw std::invalid_argument("resolution must be positive");
-    const int64_t B = pos.shape(0), V = pos.shape(1), F = tri.shape(0);
+Array<T> rasterize_fwd(const py::array& pos_in, const py::array& tri_in, int64_t H, int64_t W) {
+    const Array<T> pos = positions_of<T>(pos_in);
+    const int64_t B = pos.shape(0), V = pos.shape(1);
+    const Array<int32_t> tri = checks::triangles(tri_in, V);
+    const int64_t F = tri.shape(0);
+    if (H < 1 || W < 1 || H > checks::kMaxResolution || W > checks::kMaxResolution)
+        checks::fail("height and width must be 1 .. " + std::to_string(checks::kMaxResolution) + ", got " + std::to_string(H) +
+                     " x " + std::to_string(W));
+    if (std::is_same<T, float>::value && F >= checks::kMaxExactFloatId)
+        checks::fail("tri has " + std::to_string(F) + " triangles; a float32 raster holds triangle ids exactly only below 2^24 "
+                     "(rasterise in float64)");
+    checks::buffer_elements({B, H, W, 4}, sizeof(T), "rast [B, height, width, 4]");
+    checks::buffer_elements({B, H, W}, sizeof(double), "the depth buffer [B, height, width]");
+    checks::buffer_elements({B, F}, sizeof(Setup), "the per-triangle set-up [B, F]");
     const T* P = pos.data();
     const int32_t* I = tri.data();
-    check_tri(I, F, V);
-    Array<T> out({B, (int64_t)H, (int64_t)W, (int64_t)4});
+    Array<T> out({B, H, W, (int64_t)4});
     T* R = out.mutable_data();
     std::fill(R, R + B * H * W * 4, T(0));
     const int band = 8;
@@ -71,16 +81,19 @@ Array<T> rasterize_fwd(Array<T> pos, Array<int32_t> tri, int H, int W) {
                 const T* p = pb + 4 * (int64_t)vi[k];
                 s.t.p[k][0] = p[0]; s.t.p[k][1] = p[1]; s.t.p[k][2] = p[3];
                 s.zc[k] = p[2];
-                if (!(p[3] > 0)) s.ok = false;
+                // not drawn: a vertex behind the camera, or any NaN / infinite coordinate
+                if (!(p[3] > 0) || !std::isfinite(p[0]) || !std::isfinite(p[1]) || !std::isfinite(p[2]) || !std::isfinite(p[3])) s.ok = false;
                 else { sx[k] = (p[0] / p[3] * 0.5 + 0.5) * W - 0.5; sy[k] = (p[1] / p[3] * 0.5 + 0.5) * H - 0.5; }
             }
             if (!s.ok) continue;
-            // pixel-centre bounding box, clipped to the image (and later to each band)
-            s.xa = std::max<int64_t>((int64_t)std::ceil(std::min({sx[0], sx[1], sx[2]})), 0);
-            s.xb = std::min<int64_t>((int64_t)std::floor(std::max({sx[0], sx[1], sx[2]})), W - 1);
-            s.ya = std::max<int64_t>((int64_t)std::ceil(std::min({sy[0], sy[1], sy[2]})), 0);
-            s.yb = std::min<int64_t>((int64_t)std::floor(std::max({sy[0], sy[1], sy[2]})), H - 1);
-            if (s.xa > s.xb || s.ya > s.yb) s.ok = false;
+            // pixel-centre bounding box, clipped to the image (and later to each band) in double: screen
+            // coordinates beyond int64 (clip x / w >= ~1e19, or infinite after the division) clip like any other
+            const double xa = std::max(std::ceil(std::min({sx[0], sx[1], sx[2]})), 0.0);
+            const double xb = std::min(std::floor(std::max({sx[0], sx[1], sx[2]})), double(W - 1));
+            const double ya = std::max(std::ceil(std::min({sy[0], sy[1], sy[2]})), 0.0);
+            const double yb = std::min(std::floor(std::max({sy[0], sy[1], sy[2]})), double(H - 1));
+            if (!(xa <= xb && ya <= yb)) { s.ok = false; continue; }
+            s.xa = (int64_t)xa; s.xb = (int64_t)xb; s.ya = (int64_t)ya; s.yb = (int64_t)yb;
             cross3(s.t.p[1], s.t.p[2], s.c[0]);
             cross3(s.t.p[2], s.t.p[0], s.c[1]);
             cross3(s.t.p[0], s.t.p[1], s.c[2]);
@@ -147,12 +160,17 @@ Array<T> rasterize_fwd(Array<T> pos, Array<int32_t> tri, int H, int W) {
 }
 
 template <typename T>
-Array<T> rasterize_bwd(Array<T> pos, Array<int32_t> tri, Array<T> rast, Array<T> grad_rast) {
+Array<T> rasterize_bwd(const py::array& pos_in, const py::array& tri_in, const py::array& rast_in, const py::array& grad_in) {
+    const Array<T> pos = positions_of<T>(pos_in);
     const int64_t B = pos.shape(0), V = pos.shape(1);
+    const Array<int32_t> tri = checks::triangles(tri_in, V);
+    const Array<T> rast = raster_of<T>(rast_in);
+    checks::require_leading(rast, "rast", pos, "pos", 1, "the batch size B");
+    const Array<T> grad_rast = checks::floats<T>(grad_in, "grad_rast", 4, "[B, H, W, 4]");
+    checks::require_same_shape(grad_rast, "grad_rast", rast, "rast");
     const int64_t H = rast.shape(1), W = rast.shape(2), F = tri.shape(0);
     const T* P = pos.data();
     const int32_t* I = tri.data();
-    check_tri(I, F, V);
     const T* R = rast.data();
     const T* G = grad_rast.data();
     Array<T> grad_pos({B, V, (int64_t)4});
@@ -207,8 +225,10 @@ Array<T> rasterize_bwd(Array<T> pos, Array<int32_t> tri, Array<T> rast, Array<T>
 
 void register_rasterize(py::module_& m) {
     const char* fwd_doc =
-        "Rasterise clip-space triangles: pos [B, V, 4], tri [F, 3] int32 -> rast [B, height, width, 4] = "
-        "(u, v, z/w, triangle_id + 1), zeros where no triangle covers the pixel centre; row 0 is y = -1.";
+        "Rasterise clip-space triangles: pos [B, V, 4] float, tri [F, 3] integer vertex indices in [0, V), height and "
+        "width 1 .. 16384 -> rast [B, height, width, 4] = (u, v, z/w, triangle_id + 1), zeros where no triangle covers the "
+        "pixel centre; row 0 is y = -1. Triangles with a vertex at w <= 0 or a non-finite coordinate are not drawn. "
+        "ValueError names a bad argument.";
     const char* bwd_doc =
         "Backward of rasterize_fwd: grad_rast [B, H, W, 4] (channels u, v used) -> grad_pos [B, V, 4].";
     m.def("rasterize_fwd_f32", &rasterize_fwd<float>, py::arg("pos"), py::arg("tri"), py::arg("height"), py::arg("width"), fwd_doc);

@@ -13,7 +13,7 @@ def marching_cubes(volume, level: float, bounds: Sequence[Sequence[float]] | Non
 
     volume: [X, Y, Z] numpy array or torch tensor (CPU or CUDA; moved to the CPU), sample [i, j, k] at
     (x_i, y_j, z_k). bounds: ((xmin, ymin, zmin), (xmax, ymax, zmax)) for the grid's first and last
-    samples (default: index space). Returns vertices [V, 3] float32 (one per crossed grid edge) and
+    samples (default: index space), finite with min < max per axis. Returns vertices [V, 3] float32 (one per crossed grid edge) and
     faces [F, 3] int64, counter-clockwise seen from outside; empty arrays when nothing crosses.
     """
     if hasattr(volume, "detach"):  # torch tensor
@@ -34,6 +34,9 @@ def marching_cubes(volume, level: float, bounds: Sequence[Sequence[float]] | Non
         lo, hi = (tuple(float(x) for x in b) for b in bounds)
         if len(lo) != 3 or len(hi) != 3:
             raise ValueError(f"bounds must be ((xmin, ymin, zmin), (xmax, ymax, zmax)), got {bounds!r}")
+        # NaN / infinite bounds would make NaN vertices; inverted ones turn every face inward
+        if not all(np.isfinite(a) and np.isfinite(b) and a < b for a, b in zip(lo, hi)):
+            raise ValueError(f"bounds must be finite with min < max on every axis, got {bounds!r}")
     try:
         v, f = _C.marching_cubes(np.ascontiguousarray(volume, dtype=np.float32), level, lo, hi)
     except ValueError as e:

@@ -23,6 +23,9 @@ common ground in ``capabilities`` (mipmaps, image-space derivatives); callers as
 ``capabilities(ctx).mipmaps``, never the backend's name.
 CPU limits, documented rather than faked: rast_db / diff_attrs (image-space derivatives) come back as
 zeros, and mipmapped texture filtering is not available (use filter_mode "linear" or "nearest").
+The CPU backends check every argument first and raise ValueError naming it (docs/native.md lists the checks):
+resolution 1 .. 16384 per side, triangles with a NaN / infinite clip coordinate are not drawn, a NaN or
+infinite uv samples NaN. ``int32_triangles(tri, V)`` narrows index tensors for the kernels after a range check.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from typing import Dict, Iterable, Optional
 import torch
 
 from ..errors import MeshdreamError
+from .indices import int32_triangles
 
 
 @dataclass
@@ -87,6 +91,9 @@ def register_backend(name: str, backend: RasterBackend, default_for: Iterable[st
     return backend
 
 
+MAX_RESOLUTION = 16384  # raster height / width limit of the C++ kernel (nvdiffrast's CUDA rasteriser has the same)
+
+
 def _batched(pos: torch.Tensor, ranges: Optional[torch.Tensor]) -> torch.Tensor:
     if pos.ndim == 3:
         if ranges is not None:
@@ -97,9 +104,63 @@ def _batched(pos: torch.Tensor, ranges: Optional[torch.Tensor]) -> torch.Tensor:
     raise ValueError(f"pos must be [B, V, 4] (or [V, 4] with ranges), got shape {tuple(pos.shape)}")
 
 
+def _floating(name: str, t, layout: str, ndims: tuple[int, ...]) -> None:
+    """``t`` is a floating-point tensor with one of ``ndims`` dimensions, else ValueError naming it and ``layout``."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor {layout}, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor {layout}, got dtype {t.dtype}")
+    if t.ndim not in ndims:
+        raise ValueError(f"{name} must be {layout}, got shape {tuple(t.shape)}")
+
+
+def _triangles(tri) -> None:
+    if not isinstance(tri, torch.Tensor):
+        raise ValueError(f"tri must be an integer tensor [F, 3], got {type(tri).__name__}")
+    if tri.dtype.is_floating_point or tri.dtype.is_complex or tri.dtype == torch.bool:
+        raise ValueError(f"tri must hold integer vertex indices [F, 3], got dtype {tri.dtype}")
+    if tri.ndim != 2 or tri.shape[1] != 3:
+        raise ValueError(f"tri must be [F, 3], got shape {tuple(tri.shape)}")
+
+
+def _raster(rast) -> None:
+    _floating("rast", rast, "[B, H, W, 4] (u, v, z/w, triangle_id + 1)", (4,))
+    if rast.shape[-1] != 4:
+        raise ValueError(f"rast must be [B, H, W, 4] (u, v, z/w, triangle_id + 1), got shape {tuple(rast.shape)}")
+
+
+def _resolution(resolution) -> tuple[int, int]:
+    """(height, width) as ints in 1 .. MAX_RESOLUTION (integral floats such as 64.0 pass, as int() took them before)."""
+    try:
+        H, W = resolution
+        h, w = int(H), int(W)
+        integral = h == H and w == W
+    except (TypeError, ValueError, OverflowError):
+        integral = False
+    if not integral:
+        raise ValueError(f"resolution must be (height, width) integers, got {resolution!r}")
+    if not (1 <= h <= MAX_RESOLUTION and 1 <= w <= MAX_RESOLUTION):
+        raise ValueError(f"resolution must be 1 .. {MAX_RESOLUTION} per side, got {h} x {w}")
+    return h, w
+
+
+def _ranges(ranges, F: int) -> list[tuple[int, int]]:
+    """Range mode's [N, 2] (start, count) rows, each inside tri's F triangles."""
+    if not isinstance(ranges, torch.Tensor) or ranges.dtype.is_floating_point or ranges.dtype.is_complex or ranges.ndim != 2 \
+            or ranges.shape[1] != 2:
+        raise ValueError(f"ranges must be an integer tensor [N, 2] of (start, count), got {getattr(ranges, 'dtype', type(ranges))} "
+                         f"{tuple(getattr(ranges, 'shape', ()))}")
+    rows = [(int(s), int(c)) for s, c in ranges.tolist()]
+    for i, (s, c) in enumerate(rows):
+        if s < 0 or c < 0 or s + c > F:
+            raise ValueError(f"ranges row {i} = (start {s}, count {c}) must lie inside tri's {F} triangles")
+    return rows
+
+
 class TorchBackend(RasterBackend):
     """A backend built from a module of autograd functions (``cpu``: the C++ kernels; ``reference``: pure
-    PyTorch): argument checks, range mode and the image-space derivatives (zeros) are shared here."""
+    PyTorch): argument checks (dtypes, shapes against each other, resolution, ranges: ValueError naming the
+    argument), range mode and the image-space derivatives (zeros) are shared here."""
 
     def __init__(self, module_name: str, antialias_module: str | None = None):
         self.module_name, self.antialias_module = module_name, antialias_module or module_name
@@ -110,24 +171,30 @@ class TorchBackend(RasterBackend):
         return importlib.import_module(f"{__name__}.{name}")
 
     def rasterize(self, native, pos, tri, resolution, ranges, grad_db):
-        H, W = int(resolution[0]), int(resolution[1])
+        H, W = _resolution(resolution)
+        _floating("pos", pos, "[B, V, 4] (or [V, 4] with ranges) clip space", (2, 3))
         if pos.shape[-1] != 4:
             raise ValueError(f"pos must hold clip-space (x, y, z, w) in its last dimension, got shape {tuple(pos.shape)}")
-        if tri.ndim != 2 or tri.shape[1] != 3:
-            raise ValueError(f"tri must be [F, 3], got shape {tuple(tri.shape)}")
+        _triangles(tri)
         impl = self._module(self.module_name)
         p = _batched(pos, ranges)
         if ranges is not None:  # range mode: image i shows triangles tri[start:start + count]
-            images = [impl.rasterize(p, tri[int(s): int(s) + int(c)], (H, W)) for s, c in ranges.tolist()]
-            for img, (s, _) in zip(images, ranges.tolist()):
-                img[..., 3] = torch.where(img[..., 3] > 0, img[..., 3] + int(s), img[..., 3])
-            rast = torch.cat(images)
+            rows = _ranges(ranges, tri.shape[0])
+            images = [impl.rasterize(p, tri[s: s + c], (H, W)) for s, c in rows]
+            for img, (s, _) in zip(images, rows):
+                img[..., 3] = torch.where(img[..., 3] > 0, img[..., 3] + s, img[..., 3])
+            rast = torch.cat(images) if images else p.new_zeros(0, H, W, 4)
         else:
             rast = impl.rasterize(p, tri, (H, W))
         return rast, torch.zeros_like(rast)
 
     def interpolate(self, attr, rast, tri, rast_db, diff_attrs):
+        _floating("attr", attr, "[B or 1, V, C] or [V, C]", (2, 3))
+        _raster(rast)
+        _triangles(tri)
         a = attr.unsqueeze(0) if attr.ndim == 2 else attr
+        if a.shape[0] not in (1, rast.shape[0]):
+            raise ValueError(f"attr batch must be 1 or match rast's B = {rast.shape[0]}, got attr shape {tuple(attr.shape)}")
         out = self._module(self.module_name).interpolate(a, rast, tri)
         n_da = 0 if diff_attrs is None else (a.shape[-1] if diff_attrs == "all" else len(diff_attrs))
         return out, out.new_zeros(*out.shape[:-1], 2 * n_da)
@@ -140,9 +207,26 @@ class TorchBackend(RasterBackend):
                              "use 'linear' or 'nearest' on the CPU")
         if boundary_mode not in ("wrap", "clamp", "zero"):
             raise ValueError(f"texture boundary_mode {boundary_mode!r} is not supported on the CPU; use wrap, clamp or zero")
+        _floating("tex", tex, "[B or 1, TH, TW, C]", (4,))
+        _floating("uv", uv, "[B, H, W, 2]", (4,))
+        if uv.shape[-1] != 2:
+            raise ValueError(f"uv must be [B, H, W, 2] (texture coordinates u, v), got shape {tuple(uv.shape)}")
+        if tex.shape[1] < 1 or tex.shape[2] < 1:
+            raise ValueError(f"tex must have at least one texel (TH, TW >= 1), got shape {tuple(tex.shape)}")
+        if tex.shape[0] not in (1, uv.shape[0]):
+            raise ValueError(f"tex batch must be 1 or match uv's B = {uv.shape[0]}, got tex shape {tuple(tex.shape)}")
         return self._module(self.module_name).texture(tex, uv, filter_mode, boundary_mode)
 
     def antialias(self, color, rast, pos, tri, topology_hash, pos_gradient_boost):
+        _floating("color", color, "[B, H, W, C]", (4,))
+        _raster(rast)
+        _floating("pos", pos, "[B, V, 4] or [V, 4] clip space", (2, 3))
+        _triangles(tri)
+        if rast.shape[:3] != color.shape[:3]:
+            raise ValueError(f"rast must show color's images (the same B, H, W), got rast shape {tuple(rast.shape)} and color shape "
+                             f"{tuple(color.shape)}")
+        if pos.shape[-1] != 4 or (pos.ndim == 3 and pos.shape[0] != color.shape[0]):
+            raise ValueError(f"pos must be [B, V, 4] with color's B = {color.shape[0]} (or [V, 4]), got shape {tuple(pos.shape)}")
         p = pos if pos.ndim == 3 else pos.unsqueeze(0).expand(color.shape[0], -1, -1)
         return self._module(self.antialias_module).antialias(color, rast, p, tri)
 
@@ -261,6 +345,5 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     return _backend(ctx, color).antialias(color, rast, pos, tri, topology_hash, pos_gradient_boost)
 
 
-__all__ = ["RasterContext", "RasterBackend", "Capabilities", "BACKENDS", "DEFAULT_BACKENDS", "register_backend", "get_context",
-           "capabilities", "rasterize",
-           "interpolate", "texture", "antialias"]
+__all__ = ["RasterContext", "RasterBackend", "Capabilities", "BACKENDS", "DEFAULT_BACKENDS", "MAX_RESOLUTION", "register_backend",
+           "get_context", "capabilities", "rasterize", "interpolate", "texture", "antialias", "int32_triangles"]

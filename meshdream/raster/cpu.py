@@ -5,17 +5,21 @@ import numpy as np
 import torch
 
 from ..engine.kernels import kernel
+from .indices import int32_triangles
 
 _FILTERS = {"nearest": 0, "linear": 1}
 _BOUNDARIES = {"wrap": 0, "clamp": 1, "zero": 2}
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
+    if t.dtype in (torch.float16, torch.bfloat16):  # computed in float32 (numpy has no bfloat16)
+        t = t.float()
     return t.detach().contiguous().cpu().numpy()
 
 
 def _tri(tri: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(tri.detach().cpu().numpy(), dtype=np.int32)
+    """int32 indices (range-checked before narrowing; the kernels check them against V)."""
+    return int32_triangles(tri.detach()).cpu().numpy()
 
 
 class _Rasterize(torch.autograd.Function):

@@ -18,7 +18,7 @@ def render_mesh(ctx: dr.RasterContext, vertices: torch.Tensor, faces: torch.Tens
     texture [TH, TW, 3] in [0, 1]; normals [V, 3] (default: area-weighted from the faces).
     """
     B = len(cameras)
-    tri = faces.to(torch.int32)
+    tri = dr.int32_triangles(faces, len(vertices), name="faces")
     hom = torch.cat([vertices, torch.ones_like(vertices[:, :1])], dim=-1)  # [V, 4]
     pos = torch.einsum("bij,vj->bvi", cameras.mvp().to(vertices.dtype), hom).contiguous()  # [B, V, 4]
     rast, rast_db = dr.rasterize(ctx, pos, tri, (resolution, resolution))

@@ -50,7 +50,7 @@ def iter_views(asset: Asset, cams: Cameras, size: int, batch: int = 2, ambient: 
     ctx = dr.get_context("cpu")
     uvs, texture = _texture_of(asset)
     v = torch.from_numpy(np.ascontiguousarray(asset.vertices, np.float32))
-    tri = torch.from_numpy(np.ascontiguousarray(asset.faces, np.int32))
+    tri = dr.int32_triangles(np.ascontiguousarray(asset.faces), len(asset.vertices), name="faces")
     attrs = torch.cat([v, torch.from_numpy(normals_of(asset)), torch.from_numpy(np.ascontiguousarray(uvs, np.float32))], -1)
     tex = torch.from_numpy(np.ascontiguousarray(texture, np.float32)).unsqueeze(0)
     hom = torch.cat([v, torch.ones_like(v[:, :1])], dim=-1)  # [V, 4]

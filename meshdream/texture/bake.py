@@ -14,7 +14,7 @@ def uv_positions(ctx: dr.RasterContext, positions: torch.Tensor, faces: torch.Te
     """World position of every texel [size, size, 3] and its coverage mask [size, size] by rasterising
     the UV layout (uv * 2 - 1 as clip x, y): texel row r <-> v = (r + 0.5) / size."""
     clip = torch.cat([uvs * 2 - 1, torch.zeros_like(uvs[:, :1]), torch.ones_like(uvs[:, :1])], dim=-1).unsqueeze(0)
-    tri = faces.to(torch.int32)
+    tri = dr.int32_triangles(faces, min(len(positions), len(uvs)), name="faces")
     rast, _ = dr.rasterize(ctx, clip.contiguous(), tri, (size, size))
     pos, _ = dr.interpolate(positions.unsqueeze(0), rast, tri, ctx=ctx)
     return pos[0], rast[0, ..., 3] > 0
