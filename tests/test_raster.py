@@ -265,6 +265,41 @@ def test_a_registered_backend_serves_every_op():
         dr.DEFAULT_BACKENDS["cpu"] = "cpu"
 
 
+class _MipmapSpy(_SpyBackend):
+    """Says it has mipmaps; records the texture filter it is asked for and filters linearly (the C++ backend)."""
+
+    capabilities = dr.Capabilities(mipmaps=True, image_derivatives=True)
+
+    def __init__(self):
+        super().__init__()
+        self.filters = []
+
+    def texture(self, tex, uv, uv_da, mip_level_bias, mip, filter_mode, boundary_mode, max_mip_level):
+        self.filters.append(filter_mode)
+        return self.inner.texture(tex, uv, uv_da, mip_level_bias, mip, "linear", boundary_mode, max_mip_level)
+
+
+def test_mesh_rendering_asks_the_backend_for_mipmaps_not_its_name():
+    from meshdream.render.cameras import make_cameras
+    from meshdream.render.mesh_render import render_mesh
+
+    assert not dr.capabilities(CPU).mipmaps and dr.BACKENDS["nvdiffrast"].capabilities.mipmaps
+    spy = dr.register_backend("mipmapping", _MipmapSpy())
+    try:
+        v = torch.tensor([[-0.5, -0.5, 0.0], [0.5, -0.5, 0.0], [0.0, 0.5, 0.0]])
+        uvs = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, 1.0]])
+        cams = make_cameras(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([2.0]), torch.tensor([60.0]))
+        render_mesh(dr.get_context("cpu", "mipmapping"), v, torch.tensor([[0, 1, 2]]), uvs, torch.rand(4, 4, 3), cams, 16)
+        assert spy.filters == ["linear-mipmap-linear"]
+    finally:
+        dr.BACKENDS.pop("mipmapping")
+
+
+def test_nvdiffrast_backend_implements_the_four_ops():
+    for op in ("rasterize", "interpolate", "texture", "antialias"):
+        assert getattr(dr.NvdiffrastBackend, op) is not getattr(dr.RasterBackend, op), op
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device with nvdiffrast")
 def test_nvdiffrast_backend_matches_cpu():
     pos, tri = random_scene(dtype=torch.float32)

@@ -18,7 +18,9 @@ context as nvdiffrast's does; ``interpolate``, ``texture`` and ``antialias`` tak
 (a meshdream extension) and, without one, use the default backend of the tensors' device type
 (``DEFAULT_BACKENDS``: cpu -> "cpu", cuda -> "nvdiffrast"), so nvdiffrast-style calls work unchanged.
 ``register_backend(name, backend, default_for=(...))`` adds a backend; contexts naming it, and devices
-it is the default for, are then served by it.
+it is the default for, are then served by it. A backend declares what it can do beyond the four ops'
+common ground in ``capabilities`` (mipmaps, image-space derivatives); callers ask
+``capabilities(ctx).mipmaps``, never the backend's name.
 CPU limits, documented rather than faked: rast_db / diff_attrs (image-space derivatives) come back as
 zeros, and mipmapped texture filtering is not available (use filter_mode "linear" or "nearest").
 """
@@ -41,9 +43,19 @@ class RasterContext:
     native: object = None
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond the four ops' common ground; callers ask these, never a backend's name."""
+
+    mipmaps: bool = False  # texture filter_mode "linear-mipmap-linear" / "linear-mipmap-nearest"
+    image_derivatives: bool = False  # real rast_db / diff_attrs / uv_da (image-space derivatives), not zeros
+
+
 class RasterBackend:
     """One implementation of the four ops, with nvdiffrast's signatures (``native`` is the backend's own
-    context object, from :meth:`native_context`)."""
+    context object, from :meth:`native_context`), and what it can do (:attr:`capabilities`)."""
+
+    capabilities = Capabilities()
 
     def native_context(self, device: torch.device) -> object:
         return None
@@ -138,6 +150,8 @@ class TorchBackend(RasterBackend):
 class NvdiffrastBackend(RasterBackend):
     """NVIDIA's nvdiffrast (CUDA), imported when first used."""
 
+    capabilities = Capabilities(mipmaps=True, image_derivatives=True)
+
     @staticmethod
     def _nvdr():
         try:
@@ -160,6 +174,20 @@ class NvdiffrastBackend(RasterBackend):
             _add_nvdiffrast_build_dir_to_path()
             return nvdr.RasterizeCudaContext(device=device)
 
+    def rasterize(self, native, pos, tri, resolution, ranges, grad_db):
+        return self._nvdr().rasterize(native, pos, tri, resolution=[int(resolution[0]), int(resolution[1])], ranges=ranges,
+                                      grad_db=grad_db)
+
+    def interpolate(self, attr, rast, tri, rast_db, diff_attrs):
+        return self._nvdr().interpolate(attr, rast, tri, rast_db=rast_db, diff_attrs=diff_attrs)
+
+    def texture(self, tex, uv, uv_da, mip_level_bias, mip, filter_mode, boundary_mode, max_mip_level):
+        return self._nvdr().texture(tex, uv, uv_da=uv_da, mip_level_bias=mip_level_bias, mip=mip, filter_mode=filter_mode,
+                                    boundary_mode=boundary_mode, max_mip_level=max_mip_level)
+
+    def antialias(self, color, rast, pos, tri, topology_hash, pos_gradient_boost):
+        return self._nvdr().antialias(color, rast, pos, tri, topology_hash=topology_hash, pos_gradient_boost=pos_gradient_boost)
+
 
 def _add_nvdiffrast_build_dir_to_path() -> None:
     import importlib
@@ -176,20 +204,6 @@ def _add_nvdiffrast_build_dir_to_path() -> None:
     sys.path_importer_cache.pop(folder, None)
     importlib.invalidate_caches()
 
-    def rasterize(self, native, pos, tri, resolution, ranges, grad_db):
-        return self._nvdr().rasterize(native, pos, tri, resolution=[int(resolution[0]), int(resolution[1])], ranges=ranges,
-                                      grad_db=grad_db)
-
-    def interpolate(self, attr, rast, tri, rast_db, diff_attrs):
-        return self._nvdr().interpolate(attr, rast, tri, rast_db=rast_db, diff_attrs=diff_attrs)
-
-    def texture(self, tex, uv, uv_da, mip_level_bias, mip, filter_mode, boundary_mode, max_mip_level):
-        return self._nvdr().texture(tex, uv, uv_da=uv_da, mip_level_bias=mip_level_bias, mip=mip, filter_mode=filter_mode,
-                                    boundary_mode=boundary_mode, max_mip_level=max_mip_level)
-
-    def antialias(self, color, rast, pos, tri, topology_hash, pos_gradient_boost):
-        return self._nvdr().antialias(color, rast, pos, tri, topology_hash=topology_hash, pos_gradient_boost=pos_gradient_boost)
-
 
 register_backend("cpu", TorchBackend("cpu"), default_for=("cpu",))
 register_backend("reference", TorchBackend("reference", antialias_module="cpu"))
@@ -204,6 +218,11 @@ def get_context(device: torch.device | str = "cpu", backend: Optional[str] = Non
     if backend not in BACKENDS:
         raise ValueError(f"unknown rasteriser backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     return RasterContext(backend, device, BACKENDS[backend].native_context(device))
+
+
+def capabilities(ctx: RasterContext) -> Capabilities:
+    """What the context's backend can do (mipmaps, image-space derivatives)."""
+    return BACKENDS[ctx.backend].capabilities
 
 
 def _default_backend(device: torch.device) -> str:
@@ -242,5 +261,6 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     return _backend(ctx, color).antialias(color, rast, pos, tri, topology_hash, pos_gradient_boost)
 
 
-__all__ = ["RasterContext", "RasterBackend", "BACKENDS", "DEFAULT_BACKENDS", "register_backend", "get_context", "rasterize",
+__all__ = ["RasterContext", "RasterBackend", "Capabilities", "BACKENDS", "DEFAULT_BACKENDS", "register_backend", "get_context",
+           "capabilities", "rasterize",
            "interpolate", "texture", "antialias"]
