@@ -13,13 +13,13 @@ import sys
 import click
 
 from . import __version__
-from .asset.model import WRITERS
+from .asset.formats import WRITERS
 from .config import SEED_MAX, preset_names
 from .errors import MeshdreamError, UserInputError
+from .render.video import DEFAULT_VIEWS, MP4_FPS, RENDER_FORMATS
 
 DEVICES = click.Choice(["cpu", "cuda"])
 EXPORT_FORMATS = tuple(WRITERS)  # the asset writers' table is the one list of formats
-RENDER_FORMATS = ("mp4", "gif", "png")
 
 
 def _stage(module: str, name: str):
@@ -272,7 +272,8 @@ def batch(prompts, out, workers, address, gpus_per_job, cpus_per_job, resume, re
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("--views", type=click.IntRange(min=1, max=720), default=None,
-              help="Frames of one turn (default: 100 for mp4, a 5 s turn; 24 for gif; 8 for png).")
+              help=f"Frames of one turn (default: {DEFAULT_VIEWS['mp4']} for mp4, a {DEFAULT_VIEWS['mp4'] / MP4_FPS:g} s turn; "
+                   f"{DEFAULT_VIEWS['gif']} for gif; {DEFAULT_VIEWS['png']} for png).")
 @click.option("--size", type=click.IntRange(min=16, max=4096), default=512, show_default=True, help="Height of each view (pixels).")
 @click.option("--format", "fmt", type=click.Choice(RENDER_FORMATS), default="mp4", show_default=True,
               help="mp4 (H.264) or gif: a turntable; png: one sheet of the views.")

@@ -25,3 +25,8 @@ class UserInputError(MeshdreamError, ValueError):
 
 class CheckpointError(MeshdreamError):
     """A checkpoint that is missing, corrupted or made by an incompatible run."""
+
+
+class NonFiniteStepError(MeshdreamError):
+    """A step's loss came out NaN or infinite (e.g. the guidance's SDS gradient); the stage loop adds the step to
+    the message."""

@@ -48,6 +48,7 @@ import torch  # noqa: E402
 
 from meshdream import __version__ as MESHDREAM_VERSION  # noqa: E402
 from meshdream.asset import metrics as am  # noqa: E402
+from meshdream.mesh.geometry import weld  # noqa: E402
 from meshdream.render.cameras import CameraConfig, sample_cameras, turntable_cameras  # noqa: E402
 from meshdream.prior.primitives import COLOURS, SHAPES  # noqa: E402
 
@@ -157,7 +158,7 @@ def judge(glb: Path, shape: str | None, colour: str | None, classifier, views: i
         row["shape_ok"] = row["shape_pred"] == shape if shape else None
         row["colour_ok"] = row["colour_pred"] == colour if colour else None
     if shape:
-        wv, wf, _ = am.weld(asset.vertices, asset.faces)
+        wv, wf, _ = weld(asset.vertices, asset.faces)
         fit = am.fit_primitive(wv, wf, shape, seed=seed)
         row["fit"] = fit.as_dict()
     sheet = am.render_asset(asset, turntable_cameras(4, elevation_deg=20.0), 128, supersample=1, shading="lambertian")

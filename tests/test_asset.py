@@ -8,7 +8,10 @@ from click.testing import CliRunner
 from test_export import gltf_validator, textured_run  # noqa: F401  (fixture)
 
 from meshdream import __version__
-from meshdream.asset.model import FORMATS, WRITERS, Asset, asset_files, load_asset, smooth_normals, write_asset
+from meshdream.asset.formats import FORMATS, WRITERS, asset_files, write_asset
+from meshdream.asset.loading import load_asset
+from meshdream.asset.model import Asset
+from meshdream.mesh.geometry import smooth_normals
 from meshdream.cli import cli
 from meshdream.stages.export import export
 from meshdream.engine.run import RunDir

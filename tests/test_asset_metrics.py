@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshdream.asset.metrics import (
-    LoadedAsset,
     contact_sheet,
     cube_rotations,
     fit_primitive,
@@ -18,8 +17,9 @@ from meshdream.asset.metrics import (
     rotation_matrix,
     topology,
     umeyama,
-    weld,
 )
+from meshdream.asset.model import Asset
+from meshdream.mesh.geometry import weld
 from meshdream.render.cameras import turntable_cameras
 
 
@@ -166,11 +166,11 @@ def test_glb_round_trip_keeps_geometry_uvs_and_texture_orientation(tmp_path):
     np.testing.assert_allclose(loaded.vertices, asset.vertices, atol=1e-6)
     assert np.array_equal(loaded.faces, asset.faces)
     expected = sample_texture(asset.texture, asset.uvs) / 255.0
-    # loaded texture is in texel layout (row r <-> v = (r + 0.5) / T): look up the same uvs that way
+    # the loaded texture is in PNG orientation (row 0 = v 1), as the asset's: look up the same uvs that way
     T = loaded.texture.shape[0]
-    rows = np.clip((loaded.uvs[:, 1] * T - 0.5).round().astype(int), 0, T - 1)
+    rows = np.clip(((1 - loaded.uvs[:, 1]) * T - 0.5).round().astype(int), 0, T - 1)
     cols = np.clip((loaded.uvs[:, 0] * T - 0.5).round().astype(int), 0, T - 1)
-    got = loaded.texture[rows, cols]
+    got = loaded.texture[rows, cols] / 255.0
     inner = np.abs(loaded.uvs[:, 1] - 0.5) > 0.05  # away from the colour edge
     np.testing.assert_allclose(got[inner], expected[inner], atol=0.02)
     t = topology(loaded.vertices, loaded.faces)
@@ -190,7 +190,7 @@ def test_render_asset_shows_the_texture_colour_on_white(tmp_path):
 
 def test_render_asset_with_vertex_colours():
     v, f = icosphere()
-    asset = LoadedAsset(0.7 * v, f, colours=np.tile([0.1, 0.8, 0.1], (len(v), 1)))
+    asset = Asset(0.7 * v, f, colours=np.tile(np.array([26, 204, 26], np.uint8), (len(v), 1)))
     images = render_asset(asset, turntable_cameras(1), 32, shading="albedo")
     assert torch.allclose(images[0, :, 16, 16], torch.tensor([0.1, 0.8, 0.1]), atol=0.02)
 

@@ -157,22 +157,22 @@ def test_sdf_field_anneals_beta_resumes_bit_exactly_and_saves_the_sharp_surface(
                 {"nerf": {"kind": "sdf", "sdf_beta": 0.05}, "sdf_beta_start": 0.3, "eikonal_weight": (0.1, 1.0),
                  "normal_smooth_weight": (0.0, 1.0), "eikonal_points": 256})
     betas = []
-    import meshdream.nerf.field as field_module
+    import meshdream.nerf.field_kinds as kinds_module
 
-    real = field_module.laplace_density
+    real = kinds_module.laplace_density
 
     def spy(sdf, beta):
         betas.append(beta)
         return real(sdf, beta)
 
-    field_module.laplace_density = spy
+    kinds_module.laplace_density = spy
     try:
         coarse("a red cube", tmp_path / "full", config=cfg, progress=False)
     finally:
-        field_module.laplace_density = real
+        kinds_module.laplace_density = real
     assert max(betas) == pytest.approx(0.3) and min(betas) == pytest.approx(0.05)
     f = load_field(tmp_path / "full" / "coarse" / "field.pt")
-    assert f.is_sdf and f.beta == 0.05 and f.surface_density == pytest.approx(10.0)
+    assert f.kind.name == "sdf" and f.beta == 0.05 and f.surface_density == pytest.approx(10.0)
     assert trimesh.load(tmp_path / "full" / "coarse" / "mesh.ply", process=False).is_watertight
     full = load_checkpoint(tmp_path / "full" / "coarse" / "field.pt")["field"]["state"]
 

@@ -163,7 +163,7 @@ def test_every_command_has_a_synopsis_line():
 def test_render_help_says_what_render_does():
     from meshdream.cli import cli
 
-    from meshdream.stages import render as turntable
+    from meshdream.render import video as turntable  # the encoders' table: DEFAULT_VIEWS, MP4_FPS
 
     views = next(p for p in cli.commands["render"].params if p.name == "views")
     said = {fmt: int(n) for n, fmt in re.findall(r"(\d+) for (mp4|gif|png)", views.help)}

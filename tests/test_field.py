@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from meshdream.asset.metrics import topology
 from meshdream.nerf.extract import ExtractConfig, extract_mesh
-from meshdream.nerf.field import FieldConfig, NeRFField, eikonal_loss, field_from_state, laplace_density, save_field_state
+from meshdream.nerf.field import FieldConfig, NeRFField, field_from_state, save_field_state
+from meshdream.nerf.field_kinds import eikonal_loss, laplace_density
 from meshdream.nerf.hash_grid import HashGridConfig
 
 SMALL_GRID = HashGridConfig(levels=2, log2_table_size=10, base_resolution=4, max_resolution=8)

@@ -1,7 +1,7 @@
 import numpy as np
 import trimesh
 
-from meshdream.asset.model import smooth_normals
+from meshdream.mesh.geometry import smooth_normals
 from meshdream.texture.normal_map import bake_normal_map, decode_normal_map, vertex_tangents
 from meshdream.mesh.uv import unwrap
 

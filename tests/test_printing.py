@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshdream.asset.model import Asset, write_asset
+from meshdream.asset.formats import write_asset
+from meshdream.asset.model import Asset
 from meshdream.cli import cli
 from meshdream.errors import UserInputError
 from meshdream.stages.export import export

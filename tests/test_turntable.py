@@ -4,7 +4,7 @@ from click.testing import CliRunner
 from PIL import Image
 from test_export import textured_run
 
-from meshdream.asset.model import load_asset
+from meshdream.asset.loading import load_asset
 from meshdream.cli import cli
 from meshdream.engine.run import RunDir
 from meshdream.stages.render import mp4_bytes, render_run, turntable_frames, turntable_of_run
@@ -115,9 +115,10 @@ def test_gif_encoded_beside_the_mp4_gives_the_same_files(tmp_path, monkeypatch):
 
 
 def test_default_turntable_is_512px_and_4_to_6_seconds():
+    from meshdream.render import video
     from meshdream.stages import render as turntable
 
-    seconds = turntable.DEFAULT_VIEWS["mp4"] / turntable.MP4_FPS
+    seconds = turntable.DEFAULT_VIEWS["mp4"] / video.MP4_FPS
     assert 4 <= seconds <= 6 and turntable.VIDEO_SIZE >= 512
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .model import Asset
+from ..mesh.geometry import connected_components, face_edges, face_normals, smooth_normals, weld
 from ..prior.primitives import SDFS, SHAPES
 
 # Size the prior's primitives are drawn at is 0.6..0.85; the reference uses the middle. Chamfer is
@@ -33,30 +35,19 @@ REFERENCE_SIZE = 0.725
 # ---------------------------------------------------------------- loading
 
 
-@dataclass
-class LoadedAsset:
-    """vertices [V, 3] float64, faces [F, 3] int64; either uvs [V, 2] (v up) + texture [T, T, 3] float32
-    in [0, 1] with row r <-> v = (r + 0.5) / T (the rasteriser's layout), or colours [V, 3] in [0, 1], or neither."""
-
-    vertices: np.ndarray
-    faces: np.ndarray
-    uvs: Optional[np.ndarray] = None
-    texture: Optional[np.ndarray] = None
-    colours: Optional[np.ndarray] = None
-
-
-def load_glb(path: str | os.PathLike) -> LoadedAsset:
-    """Read a GLB / glTF (or any mesh trimesh reads) from disk, node transforms applied."""
+def load_glb(path: str | os.PathLike) -> Asset:
+    """Read a GLB / glTF (or any mesh trimesh reads) from disk, node transforms applied: an Asset with float64
+    vertices and either uvs + its texture (the base colour factor applied), or vertex colours, or neither."""
     import trimesh
 
     loaded = trimesh.load(str(path), process=False)
     meshes = [g for g in (loaded.dump(concatenate=False) if isinstance(loaded, trimesh.Scene) else [loaded])
               if isinstance(g, trimesh.Trimesh) and len(g.faces)]
     if not meshes:
-        return LoadedAsset(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
+        return Asset(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
     if len(meshes) > 1:  # several primitives: geometry only (our exporter writes one)
         mesh = trimesh.util.concatenate([trimesh.Trimesh(m.vertices, m.faces, process=False) for m in meshes])
-        return LoadedAsset(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64))
+        return Asset(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64))
     mesh = meshes[0]
     v, f = np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64)
     visual = mesh.visual
@@ -64,31 +55,17 @@ def load_glb(path: str | os.PathLike) -> LoadedAsset:
         material = visual.material
         image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
         if image is not None:
-            tex = np.asarray(image.convert("RGB"), np.float32) / 255.0
+            tex = np.asarray(image.convert("RGB"))
             factor = getattr(material, "baseColorFactor", None)
-            if factor is not None:
-                tex = tex * (np.asarray(factor[:3], np.float32) / 255.0)
-            # trimesh gives v up; PNG row 0 is v = 1: flip rows into the rasteriser's texel layout
-            return LoadedAsset(v, f, uvs=np.asarray(visual.uv, np.float64), texture=np.ascontiguousarray(tex[::-1]))
+            if factor is not None and any(int(c) != 255 for c in factor[:3]):
+                tex = (tex * (np.asarray(factor[:3], np.float32) / 255.0)).round().astype(np.uint8)
+            return Asset(v, f, uvs=np.asarray(visual.uv, np.float64), texture=tex)
     if visual.kind == "vertex":
-        return LoadedAsset(v, f, colours=np.asarray(visual.vertex_colors, np.float64)[:, :3] / 255.0)
-    return LoadedAsset(v, f)
+        return Asset(v, f, colours=np.asarray(visual.vertex_colors, np.uint8)[:, :3])
+    return Asset(v, f)
 
 
 # ---------------------------------------------------------------- topology
-
-
-def weld(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge vertices with bit-identical positions (UV-seam duplicates carry the same position).
-
-    Returns (welded vertices [W, 3], faces [F', 3] into them, index [V] old -> welded); faces that
-    collapse (two corners on one welded vertex) are dropped."""
-    v = np.ascontiguousarray(vertices, dtype=np.float32)  # GLB positions are float32
-    unique, index = np.unique(v.view(np.dtype((np.void, 12))).ravel(), return_inverse=True)
-    welded = np.frombuffer(unique.tobytes(), np.float32).reshape(-1, 3).astype(np.float64)
-    f = index.reshape(-1)[faces] if len(faces) else np.zeros((0, 3), np.int64)
-    keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
-    return welded, f[keep].astype(np.int64), index.reshape(-1)
 
 
 @dataclass
@@ -109,14 +86,6 @@ class Topology:
         return asdict(self)
 
 
-def _components(n: int, edges: np.ndarray) -> tuple[int, np.ndarray]:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    return connected_components(graph, directed=False)
-
-
 def topology(vertices: np.ndarray, faces: np.ndarray, weld_seams: bool = True) -> Topology:
     """Topology of the triangle mesh (vertices [V, 3], faces [F, 3]), after welding seams by default."""
     if weld_seams:
@@ -127,15 +96,15 @@ def topology(vertices: np.ndarray, faces: np.ndarray, weld_seams: bool = True) -
     used, faces = np.unique(faces, return_inverse=True)
     faces = faces.reshape(-1, 3)
     V, Fn = len(used), len(faces)
-    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    directed = face_edges(faces)
     undirected = np.sort(directed, axis=1)
     edges, counts = np.unique(undirected, axis=0, return_counts=True)
     E = len(edges)
     chi = V - E + Fn
-    C, _ = _components(V, edges)
+    C, _ = connected_components(V, edges)
     boundary = edges[counts == 1]
     if len(boundary):
-        labels = _components(V, boundary)[1]
+        labels = connected_components(V, boundary)[1]
         loops = len(np.unique(labels[np.unique(boundary)]))
     else:
         loops = 0
@@ -245,11 +214,6 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, rng: np.
     return pts, face
 
 
-def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    n = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
-
-
 class _MeshDistance:
     """Distance from query points to a triangle mesh: nearest of k dense surface samples, refined to
     the exact point-to-triangle distance of their faces."""
@@ -349,7 +313,7 @@ def fit_primitive(vertices: np.ndarray, faces: np.ndarray, shape: str, starts: O
     ref_diag = float(np.linalg.norm(ref_v.max(0) - ref_v.min(0)))
     asset = _MeshDistance(vertices, faces, rng)  # dense: the final distances
     coarse = _MeshDistance(vertices, faces, rng, samples=20_000)  # ICP's correspondences: 5x fewer, much faster queries
-    normals = face_normals(vertices, faces)
+    normals = face_normals(torch.from_numpy(vertices), torch.from_numpy(np.asarray(faces, np.int64))).numpy()
 
     def ref_samples(n):
         p, _ = sample_surface(ref_v, ref_f, n, rng)
@@ -384,19 +348,8 @@ def fit_primitive(vertices: np.ndarray, faces: np.ndarray, shape: str, starts: O
 # ---------------------------------------------------------------- rendering
 
 
-def smooth_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals [V, 3] computed on the welded mesh, so UV seams do not show."""
-    wv, wf, index = weld(vertices, faces)
-    fn = np.cross(wv[wf[:, 1]] - wv[wf[:, 0]], wv[wf[:, 2]] - wv[wf[:, 0]])  # length = 2 * area
-    n = np.zeros_like(wv)
-    for c in range(3):
-        np.add.at(n, wf[:, c], fn)
-    n = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
-    return n[index]
-
-
 @torch.no_grad()
-def render_asset(asset: LoadedAsset, cameras, resolution: int, supersample: int = 2, shading: str = "lambertian") -> torch.Tensor:
+def render_asset(asset: Asset, cameras, resolution: int, supersample: int = 2, shading: str = "lambertian") -> torch.Tensor:
     """Images [B, 3, R, R] in [0, 1] on white, rendered at R * supersample and area-averaged like the
     prior's training renders, shaded with each camera's point light."""
     from .. import raster as dr
@@ -410,11 +363,13 @@ def render_asset(asset: LoadedAsset, cameras, resolution: int, supersample: int 
     f = torch.from_numpy(asset.faces).long()
     n = torch.from_numpy(smooth_normals(asset.vertices, asset.faces)).float()
     if asset.uvs is not None:
-        uvs, tex = torch.from_numpy(asset.uvs).float(), torch.from_numpy(np.ascontiguousarray(asset.texture)).float()
+        # PNG rows -> the rasteriser's texel rows (row r <-> v = (r + 0.5) / T), in [0, 1]
+        texture = np.ascontiguousarray(asset.texture[::-1], np.float32) / 255.0
+        uvs, tex = torch.from_numpy(np.asarray(asset.uvs, np.float64)).float(), torch.from_numpy(texture).float()
     else:
         # vertex colours (or none: light grey) as flat face colours: one texel per face, every corner of the
         # face at that texel's centre, so linear filtering never blends other faces' colours
-        colours = asset.colours if asset.colours is not None else np.full((len(asset.vertices), 3), 0.8)
+        colours = asset.colours / 255.0 if asset.colours is not None else np.full((len(asset.vertices), 3), 0.8)
         Fn = len(asset.faces)
         tex = torch.from_numpy(colours[asset.faces].mean(1)).float().view(1, Fn, 3)
         fv = f.reshape(-1)

@@ -5,7 +5,7 @@ outward-facing closed surface -> rotate +Y up to +Z up (slicers' build direction
 side is ``size_mm`` -> rest on the build plate (min z = 0), centred over the origin -> STL / 3MF bytes.
 
 Each writer is ``writer(asset, stem, size_mm=...) -> {file name: bytes}``, like every entry of the asset
-writers' table (meshdream.asset.model.WRITERS). Colour and texture are not written: neither format carries a
+writers' table (meshdream.asset.formats.WRITERS). Colour and texture are not written: neither format carries a
 texture a slicer reads, and a print's colour is the filament's.
 """
 from __future__ import annotations

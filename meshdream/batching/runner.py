@@ -24,7 +24,6 @@ from ..errors import MeshdreamError, UserInputError
 from .prompts_file import PromptJob, jobs_from_list, read_prompts
 
 INDEX_VERSION = 1
-EXPORT_FORMATS = ("glb", "gltf", "obj", "ply")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,8 +339,10 @@ def batch(prompts: str | os.PathLike | Iterable[Any], out: str | os.PathLike, *,
         raise UserInputError(f"gpus_per_job must be >= 0, got {gpus_per_job}")
     if retries < 0:
         raise UserInputError(f"retries must be >= 0, got {retries}")
-    if format not in EXPORT_FORMATS:
-        raise UserInputError(f"format {format!r} is not allowed; choose one of {', '.join(EXPORT_FORMATS)}")
+    from ..asset.formats import FORMATS
+
+    if format not in FORMATS:
+        raise UserInputError(f"format {format!r} is not allowed; choose one of {', '.join(FORMATS)}")
     for name, path in (("coarse config", coarse_config), ("refine config", refine_config)):
         if path is not None and not os.path.isfile(path):
             raise UserInputError(f"{name} {str(path)!r} does not exist")

@@ -103,6 +103,13 @@ def outputs_match(run: RunDir, stage: str, record: dict) -> bool:
     return True
 
 
+def record_intact(run: RunDir, stage: str) -> bool:
+    """Is the finished ``stage``'s record there and are its outputs the ones it records? (A resumed stage whose
+    outputs no longer match writes them again from its checkpoint.)"""
+    record = read_record(run, stage)
+    return record is not None and record["finished"] and outputs_match(run, stage, record)
+
+
 def verified(run: RunDir, stage: str) -> Optional[dict]:
     """The record of a finished ``stage`` whose outputs are intact and whose upstream stage is the one it was
     made from; otherwise a StaleStageError saying what to rerun. None (with a warning) for a stage folder

@@ -36,8 +36,7 @@ import torch
 from ..atomic_files import remove_stale_temporaries
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..config import save_config, stage_config, to_dict
-from ..errors import CheckpointError, MeshdreamError, UserInputError
-from ..guidance.base import NonFiniteGuidanceError
+from ..errors import CheckpointError, MeshdreamError, NonFiniteStepError, UserInputError
 from .run import CHECKPOINT_FILE, CONFIG_FILE, PREVIEWS_FOLDER
 
 T = TypeVar("T")
@@ -234,7 +233,7 @@ class StageLoop:
             for step in range(self.start, cfg.iters):
                 try:
                     loss, mode = compute_loss(step, step / max(1, cfg.iters - 1))
-                except NonFiniteGuidanceError as e:
+                except NonFiniteStepError as e:
                     raise MeshdreamError(f"{self.name}: at step {step}, {e}. {self.advice()}") from None
                 optimizer_step(optimizer, loss, step, self.name, self.advice())
                 done = step + 1

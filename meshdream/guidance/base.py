@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..render.cameras import VIEW_LABELS, view_label, view_prompt
 from ..config import bounded
-from ..errors import MeshdreamError, UserInputError
+from ..errors import NonFiniteStepError, UserInputError
 
 
 @dataclass
@@ -136,7 +136,7 @@ def guided_eps(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: torc
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
 
-class NonFiniteGuidanceError(MeshdreamError):
+class NonFiniteGuidanceError(NonFiniteStepError):
     """The SDS gradient has NaN or infinite elements; the stage loop adds the step to the message."""
 
     def __init__(self, t: torch.Tensor, num_timesteps: int, guidance_scale: float, grad: torch.Tensor):

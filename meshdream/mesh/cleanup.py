@@ -105,14 +105,9 @@ def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int, lam:
 
 def _component_sizes(faces: np.ndarray) -> list[int]:
     """Face counts of the edge-connected components."""
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
+    from .geometry import connected_components, face_edges
 
     if len(faces) == 0:
         return []
-    n = int(faces.max()) + 1
-    rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-    cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    graph = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+    _, labels = connected_components(int(faces.max()) + 1, face_edges(faces))
     return np.bincount(labels[faces[:, 0]]).tolist()

@@ -4,16 +4,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .geometry import face_edges, face_normals
+
 
 def edges_of(faces: np.ndarray) -> np.ndarray:
     """Unique undirected edges [E, 2] of a triangle mesh."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = face_edges(faces)
     return np.unique(np.sort(e, axis=1), axis=0)
 
 
 def face_pairs(faces: np.ndarray) -> np.ndarray:
     """Pairs of faces sharing an edge [P, 2]."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = face_edges(faces)
     e = np.sort(e, axis=1)
     fid = np.tile(np.arange(len(faces)), 3)
     order = np.lexsort((e[:, 1], e[:, 0]))
@@ -32,23 +34,6 @@ def laplacian_loss(vertices: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     degree = degree.index_add(0, j, torch.ones_like(j, dtype=vertices.dtype)).clamp_min(1)
     lap = vertices - summed / degree[:, None]
     return (lap ** 2).sum(-1).mean()
-
-
-def face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Unit face normals [F, 3] (counter-clockwise = outward)."""
-    v = vertices[faces]
-    n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1)
-    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals [V, 3]."""
-    v = vertices[faces]
-    n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0], dim=-1)  # length = 2 * area
-    out = torch.zeros_like(vertices)
-    for k in range(3):
-        out = out.index_add(0, faces[:, k], n)
-    return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def normal_consistency_loss(vertices: torch.Tensor, faces: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:

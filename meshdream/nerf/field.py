@@ -1,11 +1,9 @@
 """The coarse field: hash-grid features -> small MLP -> density and albedo.
 
-Two kinds (``FieldConfig.kind``):
-- ``density``: the MLP's first output is raw density, plus DreamFusion's start-up blob;
-- ``sdf``: the MLP's first output is a signed distance (plus a start-up sphere), turned into density by
-  VolSDF's Laplace CDF, sigma = Psi_beta(-sdf) / beta. Its surface is the zero level, sharp at the scale
-  beta, and the eikonal term (|grad sdf| = 1) keeps it a distance, so SDS cannot grow a haze of
-  half-transparent density around the object, and the normals are the distance's gradient.
+What the MLP's first output means is the field's kind (``FieldConfig.kind``: ``density`` or ``sdf``, the
+table in :mod:`meshdream.nerf.field_kinds`): the kind turns it into density, says where the surface is and
+which losses keep the field that kind. ``FieldConfig``'s default kind is ``density``; the coarse stage's
+default (``CoarseConfig.nerf``) is ``sdf``.
 """
 from __future__ import annotations
 
@@ -13,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..engine.checkpoint import load_checkpoint
 from ..config import bounded, from_dict
+from .field_kinds import FIELD_KINDS, signed_distance
 from .hash_grid import HashGrid, HashGridConfig
 from .mlp import ReluMLP
 
@@ -42,41 +40,30 @@ class FieldConfig:
 
 
 class NeRFField(nn.Module):
-    """density(x [N, 3]) -> [N] >= 0; albedo(x) -> [N, 3] in [0, 1]; normals from the density gradient."""
+    """density(x [N, 3]) -> [N] >= 0; albedo(x) -> [N, 3] in [0, 1]; outward normals from the gradient of the
+    kind's outward function (the sdf, or -density). ``kind``: the entry of FIELD_KINDS that config.kind names."""
 
     def __init__(self, config: FieldConfig = FieldConfig(), bound: float = 1.0):
         super().__init__()
         self.config, self.bound = config, bound
+        self.kind = FIELD_KINDS[config.kind]
         self.beta = config.sdf_beta  # kind "sdf": the Laplace scale now (the coarse stage may anneal it to sdf_beta)
         self.encoding = HashGrid(config.hash_grid, bound)
         # features -> (raw density or sdf, albedo logits); a C++ kernel on the CPU (nerf/mlp.py)
         self.mlp = ReluMLP([self.encoding.output_dim] + [config.hidden] * config.layers + [4])
 
-    def _blob(self, x: torch.Tensor) -> torch.Tensor:
-        r2 = (x * x).sum(-1)
-        return self.config.blob_scale * torch.exp(-r2 / (2 * self.config.blob_std ** 2))
-
-    @property
-    def is_sdf(self) -> bool:
-        return self.config.kind == "sdf"
-
-    def _sdf(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return h[:, 0] + x.norm(dim=-1) - self.config.sdf_radius
-
     def sdf(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, 3] -> signed distance [N] (negative inside); kind "sdf" only."""
-        return self._sdf(x, self.mlp(self.encoding(x)))
+        return signed_distance(self, x, self.mlp(self.encoding(x)))
 
     def _density(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        if self.is_sdf:
-            return laplace_density(self._sdf(x, h), self.beta)
-        return F.softplus(h[:, 0] + self._blob(x) + self.config.density_bias)
+        return self.kind.density(self, x, h)
 
     @property
     def surface_density(self) -> float | None:
-        """The density on the surface (the sdf's zero level: 1 / (2 beta)); None for kind "density",
+        """The density on the surface (kind "sdf": the zero level, 1 / (2 beta)); None for kind "density",
         whose surface level is chosen from the field's values (extract's "auto")."""
-        return 0.5 / self.beta if self.is_sdf else None
+        return self.kind.surface_density(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, 3] -> (density [N], albedo [N, 3])."""
@@ -95,7 +82,7 @@ class NeRFField(nn.Module):
         on a CPU, and differentiable in the parameters, so the eikonal term can train through it)."""
         eps = self.config.normal_eps if eps is None else eps
         k = _TETRAHEDRON.to(device=x.device, dtype=x.dtype)  # [4, 3]
-        fn = self.sdf if self.is_sdf else (lambda p: -self.density(p))
+        fn = self.kind.outward(self)
         d = fn((x[:, None, :] + eps * k).reshape(-1, 3)).view(-1, 4)
         return (d[:, :, None] * k).sum(1) / (4 * eps)
 
@@ -103,28 +90,6 @@ class NeRFField(nn.Module):
         """Unit outward normals [N, 3]: the normalised gradient."""
         grad = self.gradient(x)
         return grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-
-
-def laplace_density(sdf: torch.Tensor, beta: float) -> torch.Tensor:
-    """VolSDF: sigma = Psi_beta(-sdf) / beta, Psi_beta the CDF of a zero-mean Laplace of scale beta.
-    1/beta deep inside, 1/(2 beta) on the surface, decaying as exp(-sdf/beta) outside. sdf [N] -> [N]."""
-    s = -sdf / beta
-    # CDF = 0.5 exp(s) for s <= 0, 1 - 0.5 exp(-s) for s > 0 (both branches finite: exp of -|s|)
-    half = 0.5 * torch.exp(-s.abs())
-    return torch.where(s <= 0, half, 1 - half) / beta
-
-
-def eikonal_loss(field_: "NeRFField", points: torch.Tensor) -> torch.Tensor:
-    """mean (|grad sdf| - 1)^2 at points [N, 3] (IGR / NeuS): keeps the sdf a distance, so the surface
-    stays sharp at the scale beta everywhere and the zero level is where the density says."""
-    return ((field_.gradient(points).norm(dim=-1) - 1) ** 2).mean()
-
-
-def normal_smoothness_loss(field_: "NeRFField", points: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
-    """mean |n(points) - n(shifted)|^2 over points, shifted [N, 3] (threestudio's 3D normal smoothness):
-    neighbouring surface points should face the same way."""
-    n = field_.normals(torch.cat([points, shifted]))
-    return ((n[: len(points)] - n[len(points):]) ** 2).sum(-1).mean()
 
 
 _TETRAHEDRON = torch.tensor([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import bounded
+from ..engine.kernels import KERNEL_DTYPES, kernel
 
 # Instant-NGP's spatial hash primes (the first is 1: coherent along x)
 _PRIMES = (1, 2654435761, 805459861)
@@ -97,7 +98,7 @@ def hash_grid_reference(x: torch.Tensor, table: torch.Tensor, resolution: torch.
 
 def _use_kernel(x: torch.Tensor, table: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and table.device.type == "cpu" and x.dtype == table.dtype
-            and x.dtype in (torch.float32, torch.float64))
+            and x.dtype in KERNEL_DTYPES)
 
 
 class _HashGridFunction(torch.autograd.Function):
@@ -105,25 +106,20 @@ class _HashGridFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, table, levels, bound):
-        from .. import _C
-
-        suffix = "f64" if table.dtype == torch.float64 else "f32"
         xs = x.detach().to(table.dtype).contiguous()
         ts = table.detach().contiguous()
-        out = getattr(_C, f"hash_grid_fwd_{suffix}")(xs.numpy(), ts.numpy(), *levels, bound, threads=torch.get_num_threads())
+        out = kernel("hash_grid_fwd", table.dtype)(xs.numpy(), ts.numpy(), *levels, bound, threads=torch.get_num_threads())
         ctx.save_for_backward(xs, ts)
-        ctx.levels, ctx.bound, ctx.suffix, ctx.x_dtype = levels, bound, suffix, x.dtype
+        ctx.levels, ctx.bound, ctx.x_dtype = levels, bound, x.dtype
         return torch.from_numpy(out)
 
     @staticmethod
     def backward(ctx, grad_out):
-        from .. import _C
-
         xs, ts = ctx.saved_tensors
         need_x, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         g = grad_out.to(ts.dtype).contiguous()
-        gt, gx = getattr(_C, f"hash_grid_bwd_{ctx.suffix}")(xs.numpy(), ts.numpy(), g.numpy(), *ctx.levels, ctx.bound,
-                                                            need_table, need_x, threads=torch.get_num_threads())
+        gt, gx = kernel("hash_grid_bwd", ts.dtype)(xs.numpy(), ts.numpy(), g.numpy(), *ctx.levels, ctx.bound,
+                                                   need_table, need_x, threads=torch.get_num_threads())
         gx = torch.from_numpy(gx).to(ctx.x_dtype) if gx is not None else None
         gt = torch.from_numpy(gt) if gt is not None else None
         return gx, gt, None, None

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ..engine.kernels import KERNEL_DTYPES, kernel
+
 # "auto": the C++ kernel for CPU float32 / float64 tensors, torch's layers otherwise
 _BACKENDS = ("auto", "cpp", "reference")
 
@@ -39,7 +41,7 @@ class ReluMLP(nn.Sequential):
 
 
 def _use_kernel(x: torch.Tensor, params: list[torch.Tensor]) -> bool:
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    return (x.device.type == "cpu" and x.dtype in KERNEL_DTYPES
             and all(p.device.type == "cpu" and p.dtype == x.dtype for p in params))
 
 
@@ -52,23 +54,17 @@ class _MLPFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, *params):
-        from .. import _C
-
-        suffix = "f64" if x.dtype == torch.float64 else "f32"
         xs = x.detach().contiguous()
-        out = getattr(_C, f"mlp_fwd_{suffix}")(xs.numpy(), _arrays(params[0::2]), _arrays(params[1::2]),
-                                               threads=torch.get_num_threads())
+        out = kernel("mlp_fwd", x.dtype)(xs.numpy(), _arrays(params[0::2]), _arrays(params[1::2]),
+                                         threads=torch.get_num_threads())
         ctx.save_for_backward(xs, *params)  # the parameters themselves: autograd refuses them if changed in place
-        ctx.suffix = suffix
         return torch.from_numpy(out)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        from .. import _C
-
         xs, *params = ctx.saved_tensors
-        grad_w, grad_b, grad_x = getattr(_C, f"mlp_bwd_{ctx.suffix}")(
+        grad_w, grad_b, grad_x = kernel("mlp_bwd", xs.dtype)(
             xs.numpy(), _arrays(params[0::2]), _arrays(params[1::2]), grad_out.to(xs.dtype).contiguous().numpy(),
             need_x=ctx.needs_input_grad[0], threads=torch.get_num_threads())
         grads = [torch.from_numpy(g) for pair in zip(grad_w, grad_b) for g in pair]

@@ -217,3 +217,13 @@ def orientation_loss(out: RenderOutput) -> torch.Tensor:
 def sparsity_loss(out: RenderOutput) -> torch.Tensor:
     """Opacity sparsity (threestudio): mean sqrt(opacity^2 + 0.01), pushes rays to empty or solid."""
     return torch.sqrt(out.opacity ** 2 + 0.01).mean()
+
+
+def surface_points(cams, rendered, resolution: int, min_opacity: float = 0.5) -> torch.Tensor:
+    """Where the rays of an SDS render meet the surface: origin + depth * dir for the rays at least
+    min_opacity opaque, [P, 3], detached (they choose where regularisers look, they are not trained)."""
+    # every ray of a view starts at its camera (render_cameras' order: camera-major, then pixels)
+    o = cams.position.repeat_interleave(resolution * resolution, dim=0).to(rendered.dirs.device)
+    hit = rendered.opacity.detach() > min_opacity
+    depth = rendered.depth.detach()[hit] / rendered.opacity.detach()[hit]  # the weights' mean distance
+    return o[hit] + rendered.dirs[hit] * depth[:, None]

@@ -5,7 +5,7 @@ import torch
 
 from .. import raster as dr
 from .cameras import Cameras
-from ..mesh.losses import vertex_normals
+from ..mesh.geometry import vertex_normals
 from .shading import shade
 
 
@@ -22,9 +22,9 @@ def render_mesh(ctx: dr.RasterContext, vertices: torch.Tensor, faces: torch.Tens
     hom = torch.cat([vertices, torch.ones_like(vertices[:, :1])], dim=-1)  # [V, 4]
     pos = torch.einsum("bij,vj->bvi", cameras.mvp().to(vertices.dtype), hom).contiguous()  # [B, V, 4]
     rast, rast_db = dr.rasterize(ctx, pos, tri, (resolution, resolution))
-    if ctx.backend == "nvdiffrast":
+    if dr.capabilities(ctx).mipmaps:
         # trilinear mipmapping from the uv derivatives: a 1024 px texture seen at 64 px does not alias
-        # (nvdiffrast only; the CPU backends have no image-space derivatives)
+        # (nvdiffrast; the CPU backends have no image-space derivatives)
         uv, uv_da = dr.interpolate(uvs.unsqueeze(0), rast, tri, rast_db=rast_db, diff_attrs="all", ctx=ctx)
         albedo = dr.texture(texture.unsqueeze(0).contiguous(), uv, uv_da, filter_mode="linear-mipmap-linear", boundary_mode="clamp",
                              ctx=ctx)

@@ -22,11 +22,12 @@ from ..guidance import GuidanceConfig, load_guidance
 from ..guidance.base import check_prompt
 from ..nerf.background import LearnedBackground
 from ..nerf.extract import ExtractConfig, extract_mesh
-from ..nerf.field import FieldConfig, NeRFField, eikonal_loss, normal_smoothness_loss, save_field_state
+from ..nerf.field import FieldConfig, NeRFField, save_field_state
+from ..nerf.field_kinds import FIELD_KINDS
 from ..nerf.hash_grid import HashGridConfig
 from ..nerf.volume_render import OccupancyGrid, border_opacity_loss, frame_border_opacity, orientation_loss, render_cameras, sparsity_loss
 from ..engine.previews import save_strip
-from ..engine.provenance import mark_started, write_record
+from ..engine.provenance import mark_started, record_intact, write_record
 from ..engine.run import RunDir, locks_run, write_prompt
 from ..render.shading import ShadingConfig, shading_for_step
 from ..engine.stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
@@ -188,16 +189,6 @@ def cameras_at(cfg: CoarseConfig, frac: float) -> CameraConfig:
     return dataclasses.replace(cfg.cameras, elevation_range=lo)
 
 
-def surface_points(cams, rendered, resolution: int, min_opacity: float = 0.5) -> torch.Tensor:
-    """Where the rays of an SDS render meet the surface: origin + depth * dir for the rays at least
-    min_opacity opaque, [P, 3], detached (they choose where regularisers look, they are not trained)."""
-    # every ray of a view starts at its camera (render_cameras' order: camera-major, then pixels)
-    o = cams.position.repeat_interleave(resolution * resolution, dim=0).to(rendered.dirs.device)
-    hit = rendered.opacity.detach() > min_opacity
-    depth = rendered.depth.detach()[hit] / rendered.opacity.detach()[hit]  # the weights' mean distance
-    return o[hit] + rendered.dirs[hit] * depth[:, None]
-
-
 def _open_run(prompt, out, **_) -> RunDir:
     check_prompt(prompt)
     return RunDir.create(out)
@@ -226,8 +217,7 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
         except FrameFilledError as e:
             seeds.append(e.config.seed)
             if len(seeds) > e.config.restarts:
-                start = ("a smaller start sphere (nerf.sdf_radius)" if e.config.nerf.kind == "sdf"
-                         else "a smaller start blob (nerf.blob_scale)")
+                start = FIELD_KINDS[e.config.nerf.kind].start_shape
                 raise MeshdreamError(f"{e} with every seed tried ({', '.join(map(str, seeds))}). Try other seeds (--seed), "
                                      f"{start}, or a higher border_weight or sparsity_weight in the coarse config") from None
             config, seed, iters, guidance, resume = dataclasses.replace(e.config, seed=e.config.seed + 1), None, None, None, False
@@ -246,7 +236,7 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
         if state.get("prompt") != prompt:
             raise UserInputError(f"--resume: RUN {str(run.root)!r} was made for the prompt {state.get('prompt')!r}, not {prompt!r}")
         negative_prompt = state.get("negative_prompt", negative_prompt)
-        if start.finished(run.coarse_mesh) and _record_intact(run):
+        if start.finished(run.coarse_mesh) and record_intact(run, "coarse"):
             return run.coarse_mesh  # (outputs that no longer match the record are written again from the checkpoint)
     dev = resolve_device(device)
     prepare_folder(stage)
@@ -290,8 +280,7 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
     side = resolution * cfg.supersample  # the SDS renders' size before they are averaged down to the prior's
 
     def compute_loss(step: int, frac: float) -> tuple[torch.Tensor, str]:
-        if field_.is_sdf and cfg.sdf_beta_start is not None:
-            field_.beta = cfg.sdf_beta_start * (cfg.nerf.sdf_beta / cfg.sdf_beta_start) ** frac
+        field_.kind.anneal(field_, cfg, frac)
         if occupancy is not None and step % cfg.occupancy.update_every == 0:
             occupancy.update(field_.density, g)
         cams = sample_cameras(cfg.batch_size, cameras_at(cfg, frac), g).to(dev)
@@ -307,16 +296,8 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
         border_weight = ramp(cfg.border_weight, frac)
         if border_weight > 0:
             loss = loss + border_weight * border_opacity_loss(rendered.opacity.view(len(cams), side, side), cfg.border_width * cfg.supersample)
-        eikonal_weight, smooth_weight = ramp(cfg.eikonal_weight, frac), ramp(cfg.normal_smooth_weight, frac)
-        if field_.is_sdf and eikonal_weight > 0:
-            box = ((torch.rand(cfg.eikonal_points, 3, generator=g) * 2 - 1) * cfg.bound).to(dev)
-            loss = loss + eikonal_weight * eikonal_loss(field_, box)
-        if field_.is_sdf and smooth_weight > 0:
-            surface = surface_points(cams, rendered, side)
-            surface = surface + cfg.surface_jitter * torch.randn(surface.shape, generator=g).to(dev)
-            shifted = surface + cfg.surface_jitter * torch.randn(surface.shape, generator=g).to(dev)
-            if len(surface):
-                loss = loss + smooth_weight * normal_smoothness_loss(field_, surface, shifted)
+        for term in field_.kind.losses(field_, cfg, frac, g, cams, rendered, side, dev):  # e.g. sdf: eikonal, normal smoothness
+            loss = loss + term
         return loss, mode
 
     done_steps = [loop.start]
@@ -353,14 +334,6 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
     if progress:
         print(f"coarse: {loop.summary()}, mesh {len(vertices)} vertices / {len(faces)} faces")
     return run.coarse_mesh
-
-
-def _record_intact(run: RunDir) -> bool:
-    """Is the finished coarse stage's record there and are its outputs the ones it records?"""
-    from ..engine.provenance import outputs_match, read_record
-
-    record = read_record(run, "coarse")
-    return record is not None and record["finished"] and outputs_match(run, "coarse", record)
 
 
 def _save_mesh(path: Path, vertices, faces, colours) -> None:

@@ -1,5 +1,5 @@
 """Export stage: a RUN's asset, optionally decimated and with its texture resampled, written in any format of
-the asset writers' table (meshdream.asset.model.WRITERS: GLB / glTF / OBJ + MTL + PNG / PLY, and for 3D printing STL / 3MF)."""
+the asset writers' table (meshdream.asset.formats.WRITERS: GLB / glTF / OBJ + MTL + PNG / PLY, and for 3D printing STL / 3MF)."""
 from __future__ import annotations
 
 import os
@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..asset.model import FORMATS, Asset, load_asset, resize_texture, sample_texture, write_asset
+from ..asset.formats import FORMATS, write_asset
+from ..asset.loading import load_asset
+from ..asset.model import Asset, resize_texture
 from ..errors import UserInputError
 from ..engine.run import RunDir, locks_run
+from ..texture.sampling import sample_texture
 
 
 def decimate(asset: Asset, faces: int) -> Asset:

@@ -5,7 +5,7 @@ import os
 import time
 from pathlib import Path
 
-from ..asset.model import FORMATS
+from ..asset.formats import FORMATS
 from ..config import build_config, route_overrides
 from ..errors import UserInputError
 from ..guidance.base import check_prompt

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .. import raster as dr
-from ..asset.model import WRITERS, Asset, check_mesh, write_files
+from ..asset.formats import WRITERS, write_files
+from ..asset.model import Asset, check_mesh
 from ..texture.bake import bake_texture, bake_vertex_colours
 from ..render.cameras import CameraConfig, sample_cameras, turntable_cameras
 from ..config import SEED_MAX, bounded, build_config
@@ -24,11 +25,12 @@ from ..engine.device import resolve_device
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
 from ..render.mesh_render import render_mesh
-from ..mesh.losses import edges_of, face_pairs, laplacian_loss, normal_consistency_loss, vertex_normals
+from ..mesh.geometry import vertex_normals
+from ..mesh.losses import edges_of, face_pairs, laplacian_loss, normal_consistency_loss
 from ..engine.run import CorruptRunFileError, RunDir, locks_run, read_prompt, read_yaml, reading, rerun
 from ..engine.previews import save_strip
 from ..render.shading import ShadingConfig, shading_for_step
-from ..engine.provenance import RECORD, StaleStageError, fingerprint_of, mark_started, outputs_match, read_record, write_record
+from ..engine.provenance import RECORD, StaleStageError, fingerprint_of, mark_started, record_intact, write_record
 from ..engine.stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
 from ..engine.device import device_errors
 from ..mesh.uv import unwrap
@@ -165,7 +167,7 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
         raise StaleStageError(f"--resume: {str(stage / 'checkpoint.pt')!r} continues the refinement of an earlier coarse result "
                               f"(the coarse stage ran again since); refine the new one: `meshdream refine {run_dir.root}` "
                               "(without --resume)")
-    if start.finished(run_dir.refined_mesh) and _record_intact(run_dir):
+    if start.finished(run_dir.refined_mesh) and record_intact(run_dir, "refine"):
         return run_dir.refined_mesh
     dev = resolve_device(device)
     ctx = dr.get_context(dev)
@@ -252,12 +254,6 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
     if progress:
         print(f"refine: {loop.summary()}, {len(state.faces)} faces, texture {cfg.texture_size}x{cfg.texture_size}")
     return run_dir.refined_mesh
-
-
-def _record_intact(run: RunDir) -> bool:
-    """Is the finished refine stage's record there and are its outputs the ones it records?"""
-    record = read_record(run, "refine")
-    return record is not None and record["finished"] and outputs_match(run, "refine", record)
 
 
 def stage_config_guidance(run: RunDir) -> str | None:

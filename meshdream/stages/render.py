@@ -6,27 +6,22 @@ reads, unlike a light at the eye) plus ambient; the normals view shows world-spa
 """
 from __future__ import annotations
 
-import io
-import itertools
 import os
-import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from .. import raster as dr
-from ..asset.model import Asset, load_asset, normals_of
+from ..asset.loading import load_asset
+from ..asset.model import Asset, normals_of
 from ..render.cameras import Cameras, turntable_cameras
 from ..atomic_files import atomic_write_bytes
 from ..errors import UserInputError
 from ..engine.run import RunDir
+from ..render.video import DEFAULT_VIEWS, RENDER_FORMATS, encode, gif_bytes, mp4_bytes
 
-RENDER_FORMATS = ("mp4", "gif", "png")
-DEFAULT_VIEWS = {"mp4": 100, "gif": 24, "png": 8}
-MP4_FPS = 20  # 100 frames: a 5 s turn
-X264_PRESET = "veryfast"
 
 
 def _texture_of(asset: Asset) -> tuple[np.ndarray, np.ndarray]:
@@ -92,55 +87,6 @@ def iter_turntable_frames(asset: Asset, views: int, size: int, elevation: float 
 def turntable_frames(asset: Asset, views: int, size: int, elevation: float = 15.0, distance: float = 2.5) -> np.ndarray:
     """Frames [N, size, 2 * size, 3] uint8 of the asset turning once: lit view | normals view."""
     return np.stack(list(iter_turntable_frames(asset, views, size, elevation, distance)))
-
-
-def gif_bytes(frames: np.ndarray, fps: int = 12) -> bytes:
-    import imageio.v3 as iio
-
-    buf = io.BytesIO()
-    iio.imwrite(buf, frames, extension=".gif", duration=int(1000 / fps), loop=0)
-    return buf.getvalue()
-
-
-def mp4_bytes(frames: Iterable[np.ndarray], fps: int = MP4_FPS) -> bytes:
-    """H.264 (yuv420p, plays everywhere) through the ffmpeg binary imageio-ffmpeg ships. frames: [N, H, W, 3]
-    uint8 or any iterable of [H, W, 3] uint8 frames (streamed to ffmpeg), H and W even."""
-    import imageio_ffmpeg
-
-    frames = iter(frames)
-    first = next(frames)
-    h, w = first.shape[:2]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "turntable.mp4")
-        # quality 8 = CRF 10 (visually lossless); x264's "veryfast" preset encodes it in ~40% of the default
-        # "medium"'s CPU time at the same size and PSNR (44.3 vs 44.6 dB against the frames, measured on a
-        # 100-frame 512 px turntable)
-        writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=8,
-                                             macro_block_size=2, ffmpeg_log_level="error",
-                                             output_params=["-preset", X264_PRESET, "-movflags", "+faststart"])
-        writer.send(None)
-        for frame in itertools.chain([first], frames):
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
-        return Path(path).read_bytes()
-
-
-def png_sheet(frames: np.ndarray) -> bytes:
-    """All frames [N, H, W', 3] stacked top to bottom in one PNG."""
-    from ..asset.model import png_bytes
-
-    return png_bytes(np.concatenate(list(frames), axis=0))
-
-
-def encode(frames, format: str) -> bytes:
-    """frames: [N, H, W, 3] uint8 (an iterable of frames for mp4)."""
-    if format == "mp4":
-        return mp4_bytes(frames)
-    if format == "gif":
-        return gif_bytes(frames)
-    if format == "png":
-        return png_sheet(frames)
-    raise UserInputError(f"unknown render format {format!r}; choose one of {', '.join(RENDER_FORMATS)}")
 
 
 def render_run(run: str | os.PathLike, *, views: int | None = None, size: int = 512, format: str = "mp4",

@@ -72,7 +72,7 @@ def bake_normal_map(high_vertices: np.ndarray, high_faces: np.ndarray, high_norm
 def decode_normal_map(normal_map: np.ndarray, uvs: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
                       normals: np.ndarray) -> np.ndarray:
     """World normals [V, 3] the map gives at the low mesh's vertices (for checks): the inverse of the bake."""
-    from ..asset.model import sample_texture
+    from .sampling import sample_texture
 
     tangents = vertex_tangents(vertices, faces, uvs, normals)
     local = sample_texture(normal_map, uvs).astype(np.float64) / 255.0 * 2 - 1
