@@ -3,6 +3,7 @@ import torch
 from torch.autograd import gradcheck
 
 import meshdream.raster as dr
+from meshdream.engine.kernels import kernel
 from meshdream.errors import MeshdreamError
 from meshdream.raster import cpu, reference
 
@@ -112,8 +113,8 @@ def test_float_kernel_sign_exit_equals_the_division():
     rand_pos[:, :30, 3] = -rand_pos[:, :30, 3]
     rand_pos[:, 30:60, :2] *= 4
     for pos, t, size in ((grid_pos[None].float(), tri, (12, 12)), (rand_pos.float(), rand_tri, (45, 38))):
-        r32 = torch.from_numpy(cpu._C.rasterize_fwd_f32(pos.numpy(), t.numpy(), *size))
-        r64 = torch.from_numpy(cpu._C.rasterize_fwd_f64(pos.double().numpy(), t.numpy(), *size))
+        r32 = torch.from_numpy(kernel("rasterize_fwd", torch.float32)(pos.numpy(), t.numpy(), *size))
+        r64 = torch.from_numpy(kernel("rasterize_fwd", torch.float64)(pos.double().numpy(), t.numpy(), *size))
         assert (r32[..., 3] > 0).any()
         assert torch.equal(r32, r64.float())
 
