@@ -9,8 +9,9 @@ from pathlib import Path
 import meshdream
 
 PACKAGE = Path(meshdream.__file__).parent
-# the API, the CLI and the Ray batch driver sit above the stages (they run them)
-ENTRY_POINTS = {"meshdream", "meshdream.__main__", "meshdream.cli", "meshdream.batching.runner"}
+# the API, the CLI, the Ray batch driver and the web app sit above the stages (they run them)
+ENTRY_POINTS = {"meshdream", "meshdream.__main__", "meshdream.cli", "meshdream.batching.runner", "meshdream.app",
+                "meshdream.app.page", "meshdream.app.runs"}
 ORCHESTRATOR = "meshdream.stages.generate"  # runs the other stages
 
 
