@@ -75,12 +75,15 @@ def _autocast(cfg: LatentTrainConfig):
 
 def _wait_for_shards(cfg: LatentTrainConfig, n: int, log) -> list[str]:
     """The first ``n`` training shards, waiting while the data set is still being rendered."""
+    said = None
     while True:
         paths = [shards.shard_path(cfg.data, "train", i) for i in range(n)]
         missing = [p for p in paths if not os.path.exists(p)]
         if not missing:
             return paths
-        log(f"waiting for {len(missing)} of {n} training shards in {cfg.data} (scripts/prior_dataset.py)")
+        if len(missing) != said:  # one line per finished shard, not per poll
+            log(f"waiting for {len(missing)} of {n} training shards in {cfg.data} (scripts/prior_dataset.py)")
+            said = len(missing)
         time.sleep(cfg.wait_seconds)
 
 
