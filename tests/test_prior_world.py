@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from hypothesis import given, settings, strategies as st
 
-from meshdream.cameras import view_label
+from meshdream.render.cameras import view_label
 from meshdream.prior import world as W
 from meshdream.prior.primitives import SHAPES
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..config import to_dict
 from . import shards
 from .latent import (LatentArchitecture, build_scheduler, build_text_encoder, build_unet, build_vae, build_world_tokenizer,

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ..checkpoint import atomic_write_bytes
+from ..atomic_files import atomic_write_bytes
 from . import world
 
 SPLIT_SEEDS = {"train": 1, "heldout_a": 2, "heldout_b": 3}

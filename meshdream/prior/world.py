@@ -6,7 +6,7 @@ centre, with its own albedo. Images come from the primitives' sphere tracer
 (:func:`meshdream.prior.primitives.render_field`) and the coarse stage's cameras and shading, and
 are captioned with the coarse stage's view-dependent prompts (``"a snowman, front view"``).
 
-Conventions (those of :mod:`meshdream.cameras`): +Y up, the object's front faces +Z (azimuth 0), so a
+Conventions (those of :mod:`meshdream.render.cameras`): +Y up, the object's front faces +Z (azimuth 0), so a
 view caption names the side of the object the camera sees. Asymmetric objects keep their front
 within +-20 degrees of +Z; symmetric ones turn freely about Y.
 """
@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..cameras import CameraConfig, Cameras, make_cameras, sample_cameras, view_label, view_prompt
+from ..render.cameras import CameraConfig, Cameras, coarse_camera_config, make_cameras, sample_cameras, view_label, view_prompt
 from .primitives import SDFS, SHAPES, render_field
 
 # Prompt colours (the words a user types) and the albedo the world paints them with.
@@ -420,9 +420,7 @@ def parts_field(parts: PackedParts):
 def world_cameras(n: int, generator: torch.Generator, coarse_fraction: float = 0.5) -> Cameras:
     """The coarse stage's cameras (40-60 degrees up) for ``coarse_fraction`` of the views, the default
     orbit (-10-45 degrees, refine's) for the rest: the prior must answer both stages' renders."""
-    from ..pipeline.coarse import CoarseConfig
-
-    coarse = sample_cameras(n, CoarseConfig().cameras, generator)
+    coarse = sample_cameras(n, coarse_camera_config(), generator)
     wide = sample_cameras(n, CameraConfig(), generator)
     pick = torch.rand(n, generator=generator) < coarse_fraction
     fields = {}
