@@ -11,6 +11,7 @@ writes train-NNNNN.npz, heldout_a-NNNNN.npz (trains the evaluation classifier), 
 The pixel-space 32 px prior's data (coloured primitives only), as before:
 
     python scripts/prior_dataset.py --pixel32 --out data/prior --train 30000 --heldout 3000
+(--train or --heldout alone imply --pixel32, so the earlier command keeps its meaning.)
 """
 import argparse
 import os
@@ -80,10 +81,12 @@ def main() -> None:
     ap.add_argument("--shard-size", type=int, default=500)
     ap.add_argument("--workers", type=int, default=1, help="processes (one thread each)")
     ap.add_argument("--pixel32", action="store_true", help="the pixel-space prior's primitive data set instead")
-    ap.add_argument("--train", type=int, default=30000, help="--pixel32: training images")
-    ap.add_argument("--heldout", type=int, default=3000, help="--pixel32: images of each held-out split")
+    ap.add_argument("--train", type=int, default=None, help="--pixel32 (implied): training images (default 30000)")
+    ap.add_argument("--heldout", type=int, default=None, help="--pixel32 (implied): images of each held-out split (default 3000)")
     args = ap.parse_args()
-    if args.pixel32:
+    if args.pixel32 or args.train is not None or args.heldout is not None:  # the pixel prior's documented command
+        args.train = 30000 if args.train is None else args.train
+        args.heldout = 3000 if args.heldout is None else args.heldout
         args.out = args.out or "data/prior"
         return pixel32_dataset(args)
     args.out = args.out or "work_prior/data"
