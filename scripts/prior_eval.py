@@ -1,6 +1,17 @@
 #!/usr/bin/env python
 """Evaluate the embedded prior (after scripts/prior_dataset.py and scripts/prior_train.py).
 
+A latent prior (a folder with a vae/, from scripts/prior_train.py --latent --export):
+
+    nice -n 19 python scripts/prior_eval.py --prior work_prior/export/latent-prior --data work_prior/data [--samples 4]
+trains a classifier on the held-out ground-truth renders (heldout_a shards; checked on heldout_b), draws
+samples of every primitive x colour, every object, two-object scenes and the asymmetric objects' front
+and back views with the prior's own sampler, prints class / colour / both-present / asymmetric-view
+accuracy against the targets, stores them in meshdream_prior.json and writes samples.png (one row per
+prompt group). --no-save prints only.
+
+The pixel-space 32 px prior:
+
     python scripts/prior_eval.py [--prior meshdream/guidance/embedded_prior] [--data data/prior]
 Trains a small classifier on held-out renders, samples every shape x colour prompt from the prior,
 prints the accuracy table, and stores it (and a sample grid) in the prior folder. It also measures
@@ -20,16 +31,45 @@ from meshdream.prior.evaluate import SAMPLERS, evaluate, markdown_table, sds_bac
 from meshdream.prior.primitives import COLOURS, SHAPES  # noqa: E402
 
 
+def latent_main(args):
+    from meshdream.prior import shards
+    from meshdream.prior.world_eval import TARGETS, evaluate_world, save_grid, train_world_classifier
+
+    clf, clf_acc = train_world_classifier(shards.list_shards(args.data, "heldout_a"), shards.list_shards(args.data, "heldout_b"))
+    measures, images, prompts = evaluate_world(args.prior, clf, args.samples, args.guidance_scale or 7.5,
+                                               steps=args.steps or 50, sampler=args.sampler)
+    for k, v in measures.items():
+        print(f"{k}: {v:.3f} (target {TARGETS[k]:.2f}{', met' if v >= TARGETS[k] else ''})")
+    if args.no_save:
+        return
+    meta_path = os.path.join(args.prior, "meshdream_prior.json")
+    meta = json.load(open(meta_path))
+    meta["evaluation"] = {"classifier_heldout_accuracy": clf_acc, "samples_per_prompt": args.samples,
+                          "guidance_scale": args.guidance_scale or 7.5, "sampler": args.sampler, "sampling_steps": args.steps or 50,
+                          "measures": measures, "targets": TARGETS, "prompts": len(prompts) // args.samples}
+    with open(meta_path, "w") as f:
+        json.dump(meta, f, indent=2)
+    save_grid(images[:: args.samples], os.path.join(args.prior, "samples.png"), columns=10)  # the first sample of each prompt
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", default="meshdream/guidance/embedded_prior")
-    ap.add_argument("--data", default="data/prior")
-    ap.add_argument("--samples", type=int, default=8, help="samples per shape x colour prompt")
-    ap.add_argument("--guidance-scale", type=float, default=3.0)
-    ap.add_argument("--steps", type=int, default=100, help="sampling steps")
+    ap.add_argument("--data", default=None, help="default: data/prior (pixel prior), work_prior/data (latent prior)")
+    ap.add_argument("--samples", type=int, default=None, help="samples per prompt (default 8; latent prior 4)")
+    ap.add_argument("--guidance-scale", type=float, default=None, help="default 3.0 (pixel prior), 7.5 (latent prior)")
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default 100; latent prior 50)")
     ap.add_argument("--sampler", choices=SAMPLERS, default="ddpm", help="ancestral DDPM (default) or deterministic DDIM")
     ap.add_argument("--no-save", action="store_true", help="print the table only; leave the prior folder untouched")
     args = ap.parse_args()
+    if os.path.isdir(os.path.join(args.prior, "vae")):
+        args.data = args.data or "work_prior/data"
+        args.samples = args.samples or 4
+        return latent_main(args)
+    args.data = args.data or "data/prior"
+    args.samples = args.samples or 8
+    args.guidance_scale = 3.0 if args.guidance_scale is None else args.guidance_scale
+    args.steps = args.steps or 100
     clf, clf_acc = train_classifier(os.path.join(args.data, "heldout_a.npz"), os.path.join(args.data, "heldout_b.npz"))
     table, images = evaluate(args.prior, clf, args.samples, args.guidance_scale, steps=args.steps, sampler=args.sampler)
     md = markdown_table(table)

@@ -95,6 +95,16 @@ def read_index(path: Path) -> dict:
     return data
 
 
+def read_prior_meta(path: str) -> dict | None:
+    """meshdream_prior.json of a local model folder (the embedded priors': vocabulary, recommended SDS
+    settings), or None for folders without one (SD, IF, hub ids)."""
+    meta_file = Path(path) / "meshdream_prior.json"
+    if not (os.path.isdir(path) and meta_file.is_file()):
+        return None
+    data = read_index(meta_file)
+    return data
+
+
 # Files in which transformers / diffusers name Python code of the model folder itself ("auto_map",
 # custom pipeline or component classes). meshdream never runs such code.
 _CODE_KEYS = ("auto_map", "custom_pipeline")

@@ -1,14 +1,12 @@
 """Pixel-space guidance: DeepFloyd IF stage I (the public cousin of Imagen) and the embedded prior."""
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 
 import torch
 
 from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_model, check_prompt, resize,
                    resolve_settings, sds_from_model, view_prompts, warn_unknown_words)
+from .loading import read_prior_meta
 from .registry import register_guidance
 from .traced_unet import TracedUNet
 from .text import free_device_memory, from_pretrained_variant, load_text_model
@@ -46,8 +44,7 @@ class PixelGuidance(Guidance):
         self.scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
         self.alphas_cumprod = self.scheduler.alphas_cumprod.float()
         self.dtype = dtype
-        meta_file = Path(path) / "meshdream_prior.json" if os.path.isdir(path) else None
-        self.meta = json.loads(meta_file.read_text()) if meta_file is not None and meta_file.is_file() else None
+        self.meta = read_prior_meta(path)
         recommended = dict(IF_RECOMMENDED, **(self.meta or {}).get("recommended", {}))
         self.settings = resolve_settings(config, recommended)
         self.resolution = int(self.unet.config.sample_size)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from .base import (Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, check_model, check_prompt, resize,
-                   resolve_settings, sds_from_model, view_prompts)
+                   resolve_settings, sds_from_model, view_prompts, warn_unknown_words)
+from .loading import read_prior_meta
 from .registry import register_guidance
 from .text import from_pretrained_variant, load_text_model
 
@@ -38,11 +39,16 @@ class StableDiffusionGuidance(Guidance):
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.resolution = int(self.unet.config.sample_size) * self.vae_scale
         check_model(path, self.alphas_cumprod, self.resolution)
-        self.settings = resolve_settings(config, SD_RECOMMENDED)
+        # a prior trained by meshdream (scripts/prior_train.py --latent) brings its settings and vocabulary
+        self.meta = read_prior_meta(path)
+        self.settings = resolve_settings(config, dict(SD_RECOMMENDED, **(self.meta or {}).get("recommended", {})))
+        self.known_words = (self.meta or {}).get("vocabulary")
 
     def encode_prompt(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
         prompt = check_prompt(prompt)
         negative = self.config.negative_prompt if negative_prompt is None else negative_prompt
+        if self.known_words:
+            warn_unknown_words(prompt + " " + negative, self.known_words)
         texts = view_prompts(prompt, self.config.view_dependent)
         with torch.no_grad():
             emb = self.encode_text(list(texts.values()) + [negative])

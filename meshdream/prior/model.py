@@ -34,15 +34,15 @@ def vocabulary() -> list[str]:
     return words + list(COLOURS) + list(SHAPES)
 
 
-def build_tokenizer(words: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
-    """Word-level tokenizer: lower-cases, splits on spaces and punctuation, pads to MAX_TOKENS."""
+def build_tokenizer(words: Iterable[str] | None = None, max_length: int = MAX_TOKENS) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer: lower-cases, splits on spaces and punctuation, pads to ``max_length``."""
     vocab = {PAD: 0, UNK: 1}
     for w in words or vocabulary():
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, model_max_length=MAX_TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, model_max_length=max_length)
 
 
 def build_text_encoder(vocab_size: int) -> CLIPTextModel:

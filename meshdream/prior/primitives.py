@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Callable, List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -112,14 +112,31 @@ def render_scene(scene: Scene, cameras: Cameras, resolution: int, supersample: i
                  steps: int = 48) -> torch.Tensor:
     """Sphere-trace the primitives; returns images [B, 3, R, R] in [0, 1] on white, anti-aliased by
     rendering at ``supersample`` x the resolution and area-averaging."""
+    return render_field(lambda p, it: scene_sdf(p, scene, it), lambda p, it: scene.albedo[it], cameras, resolution,
+                        supersample, shading, steps)
+
+
+def render_field(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 albedo: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], cameras: Cameras, resolution: int,
+                 supersample: int = 2, shading: Sequence[str] | None = None, steps: int = 48,
+                 radius: float | torch.Tensor = 1.2) -> torch.Tensor:
+    """Sphere-trace B signed distance fields, one per camera; images [B, 3, R, R] in [0, 1] on white.
+
+    ``distance(points [N, 3], item [N]) -> [N]`` is a lower bound of the distance of each point to
+    object ``item``'s surface (exact SDFs, or SDFs of non-uniformly scaled parts times their smallest
+    scale); ``albedo(points, item) -> [N, 3]``. Objects lie inside the sphere of ``radius`` about the
+    origin (a number, or one per object [B]: rays that miss it are not traced); images
+    are rendered at ``supersample`` x the resolution and area-averaged.
+    """
     B = len(cameras)
     hr = resolution * supersample
     o, d = cameras.rays(hr, hr)
     o, d = o.reshape(-1, 3), d.reshape(-1, 3)
     item = torch.arange(B).repeat_interleave(hr * hr)
-    # start where the ray enters the bounding sphere of radius 1.2
+    # start where the ray enters the bounding sphere
     b = (o * d).sum(-1)
-    c = (o * o).sum(-1) - 1.2 ** 2
+    r = radius[item] if torch.is_tensor(radius) else radius
+    c = (o * o).sum(-1) - r ** 2
     disc = b * b - c
     alive = disc > 0
     t = (-b - disc.clamp_min(0).sqrt()).clamp_min(0)
@@ -130,7 +147,7 @@ def render_scene(scene: Scene, cameras: Cameras, resolution: int, supersample: i
         if idx.numel() == 0:
             break
         p = o[idx] + d[idx] * t[idx, None]
-        dist = scene_sdf(p, scene, item[idx])
+        dist = distance(p, item[idx])
         t[idx] += dist * 0.95
         done = dist < 1e-3
         hit[idx[done]] = True
@@ -146,14 +163,15 @@ def render_scene(scene: Scene, cameras: Cameras, resolution: int, supersample: i
         for a in range(3):  # central differences: unit outward normals
             e = torch.zeros(3)
             e[a] = eps
-            grads.append(scene_sdf(p + e, scene, it) - scene_sdf(p - e, scene, it))
+            grads.append(distance(p + e, it) - distance(p - e, it))
         n = torch.stack(grads, -1)
         n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        base = albedo(p, it)
         modes = shading if shading is not None else ["lambertian"] * B
         colour = torch.empty(hi.numel(), 3)
         for mode in set(modes):
             sel = torch.tensor([modes[i] == mode for i in range(B)])[it]
-            colour[sel] = shade(scene.albedo[it[sel]], n[sel], p[sel], cameras.light_position[it[sel]], mode)
+            colour[sel] = shade(base[sel], n[sel], p[sel], cameras.light_position[it[sel]], mode)
         image[hi] = colour
     image = image.view(B, hr, hr, 3).permute(0, 3, 1, 2)
     return F.avg_pool2d(image, supersample) if supersample > 1 else image

@@ -33,6 +33,13 @@ class CameraConfig:
     uniform_sphere_elevation: bool = True
 
 
+
+def coarse_camera_config() -> CameraConfig:
+    """The coarse stage's default views: 40-60 degrees up (see CoarseConfig.cameras for why); the
+    latent prior's world renders half of its images from them."""
+    return CameraConfig(elevation_range=(40.0, 60.0))
+
+
 @dataclass
 class Cameras:
     """A batch of B pinhole cameras looking at the origin.

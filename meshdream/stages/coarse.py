@@ -13,7 +13,7 @@ from typing import ClassVar, Optional, Tuple
 
 import torch
 
-from ..render.cameras import CameraConfig, sample_cameras, turntable_cameras
+from ..render.cameras import CameraConfig, coarse_camera_config, sample_cameras, turntable_cameras
 from ..engine.checkpoint import save_checkpoint
 from ..config import SEED_MAX, bounded, build_config
 from ..engine.device import resolve_device
@@ -111,7 +111,7 @@ class CoarseConfig:
     # 30-45 SDS could answer with a shaded dimple: the yellow and orange tori stayed shut at 30-45 and
     # opened at 40-60 (measured, docs/design.md). Past the prior's 45 degrees, but still labelled as its views
     # (overhead starts at 60). refine's cameras still see the underside
-    cameras: CameraConfig = field(default_factory=lambda: CameraConfig(elevation_range=(40.0, 60.0)))
+    cameras: CameraConfig = field(default_factory=coarse_camera_config)
     # progressive views (threestudio's progressive_until): the cameras' elevation range at step 0, widened
     # linearly to cameras.elevation_range at this fraction of the run. None: the full range throughout
     elevation_start: Optional[Tuple[float, float]] = None
