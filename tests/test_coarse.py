@@ -193,3 +193,22 @@ def test_progressive_elevation_widens_to_the_camera_range():
     assert cameras_at(cfg, 0.25).elevation_range == pytest.approx((10.0, 45.0))
     assert cameras_at(cfg, 0.5).elevation_range == (-10.0, 45.0) == cameras_at(cfg, 0.9).elevation_range
     assert cameras_at(cfg, 0.25).distance_range == cfg.cameras.distance_range  # only the elevation changes
+
+
+def test_training_renders_are_lit_after_the_albedo_only_steps(tmp_path, tiny_configs, monkeypatch):
+    """The loop renders albedo only for shading.albedo_only_steps, then by the configured odds: lit
+    (lambertian) and geometry-only (textureless) renders reach SDS."""
+    from meshdream.stages import coarse as coarse_mod
+
+    modes, real = [], coarse_mod.render_cameras
+
+    def recording(*args, **kwargs):
+        if torch.is_grad_enabled():  # the training renders (previews and frame checks render without gradients)
+            modes.append(kwargs["shading"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(coarse_mod, "render_cameras", recording)
+    coarse("a red cube", tmp_path / "run", config=tiny_configs["coarse"], progress=False, overrides={
+        "iters": 8, "shading.albedo_only_steps": 3, "shading.albedo": 0.0, "shading.lambertian": 1.0, "shading.textureless": 1.0})
+    assert modes[:3] == ["albedo"] * 3 and len(modes) == 8
+    assert set(modes[3:]) == {"lambertian", "textureless"}

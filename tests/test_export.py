@@ -70,11 +70,42 @@ def test_glb_is_valid_and_round_trips(tmp_path, gltf_validator):
     assert back.vertices.shape == src.vertices.shape and back.faces.shape == src.faces.shape
     mat = back.visual.material
     assert mat.baseColorTexture.size == (64, 64) and mat.metallicFactor == 0
-    gltf = trimesh.exchange.gltf.load_glb(open(path, "rb"))  # the raw document has normals and uvs
-    with open(path, "rb") as f:
-        raw = f.read()
-    assert b'"NORMAL"' in raw and b'"TEXCOORD_0"' in raw and b"image/png" in raw
-    assert gltf is not None
+    doc, buffer = _glb_chunks(path)  # the raw document: unit normals pointing out of the sphere, uvs in [0, 1], a PNG
+    primitive = doc["meshes"][0]["primitives"][0]
+    position = _accessor(doc, buffer, primitive["attributes"]["POSITION"])
+    normal = _accessor(doc, buffer, primitive["attributes"]["NORMAL"])
+    uv = _accessor(doc, buffer, primitive["attributes"]["TEXCOORD_0"])
+    assert normal.shape == position.shape == (len(back.vertices), 3) and uv.shape == (len(back.vertices), 2)
+    assert np.allclose(np.linalg.norm(normal, axis=1), 1, atol=1e-3)
+    outward = (normal * position).sum(1) / np.linalg.norm(position, axis=1)
+    assert outward.min() > 0.9  # the icosphere's normals are its radial directions
+    assert uv.min() >= 0 and uv.max() <= 1 and doc["images"][0]["mimeType"] == "image/png"
+
+
+def _glb_chunks(path):
+    """(JSON document, binary buffer) of a GLB file, read by its published layout (12-byte header, chunks)."""
+    import json
+    import struct
+
+    raw = open(path, "rb").read()
+    magic, version, length = struct.unpack_from("<4sII", raw, 0)
+    assert magic == b"glTF" and version == 2 and length == len(raw)
+    n, kind = struct.unpack_from("<I4s", raw, 12)
+    assert kind == b"JSON"
+    doc = json.loads(raw[20:20 + n])
+    m, kind = struct.unpack_from("<I4s", raw, 20 + n)
+    assert kind == b"BIN\x00"
+    return doc, raw[28 + n:28 + n + m]
+
+
+def _accessor(doc, buffer, index):
+    """An accessor's float elements [count, components] (tightly packed, as our writer stores them)."""
+    acc = doc["accessors"][index]
+    view = doc["bufferViews"][acc["bufferView"]]
+    assert acc["componentType"] == 5126  # FLOAT
+    width = {"VEC2": 2, "VEC3": 3}[acc["type"]]
+    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    return np.frombuffer(buffer, np.float32, acc["count"] * width, start).reshape(-1, width)
 
 
 def test_glb_texture_orientation_survives(tmp_path):

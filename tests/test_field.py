@@ -100,4 +100,5 @@ def test_sdf_field_extracts_at_its_zero_level_and_round_trips():
     x = torch.rand(100, 3)
     with torch.no_grad():
         assert torch.equal(g.sdf(x), f.sdf(x))
-    assert isinstance(trimesh.Trimesh(v, faces), trimesh.Trimesh)
+    volume = trimesh.Trimesh(v, faces, process=False).volume  # positive: faces wound outwards
+    assert abs(volume / (4 / 3 * np.pi * 0.45 ** 3) - 1) < 0.05

@@ -237,3 +237,117 @@ def test_fp16_deepfloyd_if_on_cuda_frees_t5(folders):
     grad, _ = sds_grad(guide)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     assert guide._encode is None  # the T5 encoder is gone after the prompt was encoded
+
+
+# ---------------------------------------------------------------- hand derivations (latent, v-prediction, negative prompt)
+
+def _text_states(folder, texts):
+    """The folder's own tokenizer and text encoder, loaded here (not through meshdream): [N, L, D]."""
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    tok = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    text = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval()
+    ids = tok(texts, padding="max_length", max_length=min(tok.model_max_length, 77), truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return text(ids).last_hidden_state
+
+
+def _view_texts(prompt, azimuths, elevations):
+    from meshdream.render.cameras import view_label, view_prompt
+
+    return [view_prompt(prompt, view_label(float(a), float(e))) for a, e in zip(azimuths, elevations)]
+
+
+def _latents_of(folder):
+    """images [B, 3, 16, 16] in [0, 1] -> SD latents, through the VAE's encoder modules directly (the mean of
+    the posterior is the first half of quant_conv's moments), loaded here from the folder."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae").eval().requires_grad_(False)
+    return lambda img: vae.quant_conv(vae.encoder(img * 2 - 1))[:, :4] * vae.config.scaling_factor
+
+
+def _eps_from_v(folder, v, x_t, t):
+    """eps from a v-prediction through diffusers' own scheduler (x0 from its step), then the forward process
+    x_t = sqrt(a) x0 + sqrt(1 - a) eps solved for eps."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    assert sched.config.prediction_type == "v_prediction" and not sched.config.clip_sample
+    out = []
+    for i in range(len(t)):
+        x0 = sched.step(v[i:i + 1], int(t[i]), x_t[i:i + 1], generator=torch.Generator().manual_seed(0)).pred_original_sample
+        a = sched.alphas_cumprod[int(t[i])]
+        out.append((x_t[i:i + 1] - a.sqrt() * x0) / (1 - a).sqrt())
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("kind", ["sd", "sd_v"])
+def test_latent_gradient_is_the_encoders_vjp_of_the_weighted_eps_difference(folders, kind):
+    """d loss / d images == J_enc^T w(t) (eps_cfg - eps) / B, with the VAE encoder's Jacobian J_enc, eps_cfg from
+    the UNet called here on both contexts (v-prediction converted through diffusers' scheduler), and the
+    negative prompt's encoding as the unconditional context."""
+    from diffusers import UNet2DConditionModel
+
+    folder, scale, B = folders[kind], 5.0, 2
+    guide = load_guidance(GuidanceConfig(name=folder, guidance_scale=scale))
+    assert guide.v_prediction == (kind == "sd_v")
+    emb = guide.encode_prompt("red", negative_prompt="blue")  # short: the tiny tokenizer reads 16 characters
+    az, el = torch.tensor([0.0, 120.0]), torch.tensor([10.0, 20.0])
+    img = torch.rand(B, 3, 16, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    guide.sds_loss(img, emb, az, el, 0.2, torch.Generator().manual_seed(3)).loss.backward()
+
+    g = torch.Generator().manual_seed(3)  # the same draws, in the documented order: timesteps, then noise
+    t = sample_timesteps(B, guide.settings, 0.2, 1000, g)
+    latents_of = _latents_of(folder)
+    z, pullback = torch.func.vjp(latents_of, img.detach())
+    noise = torch.randn(z.shape, generator=g)
+    a = guide.scheduler.alphas_cumprod[t].view(B, 1, 1, 1).float()
+    z_t = a.sqrt() * z + (1 - a).sqrt() * noise
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval()
+    cond = _text_states(folder, _view_texts("red", az, el))
+    uncond = _text_states(folder, ["blue"]).expand(B, -1, -1)
+    with torch.no_grad():
+        out_c = unet(z_t, t, encoder_hidden_states=cond).sample
+        out_u = unet(z_t, t, encoder_hidden_states=uncond).sample
+    if kind == "sd_v":
+        out_c, out_u = _eps_from_v(folder, out_c, z_t, t), _eps_from_v(folder, out_u, z_t, t)
+    grad_z = (1 - a) * (out_u + scale * (out_c - out_u) - noise)
+    (expected,) = pullback(grad_z / B)
+    assert expected.abs().max() > 1e-4  # a gradient worth comparing
+    assert torch.allclose(img.grad, expected, atol=1e-5, rtol=1e-3), float((img.grad - expected).abs().max())
+
+
+def test_negative_prompt_is_the_unconditional_context(folders):
+    """The negative prompt (argument, else GuidanceConfig.negative_prompt, else empty) is what the UNet's
+    unconditional half sees: the gradient matches the hand derivation with its encoding, and differs from
+    the one without it."""
+    folder = folders["pixel"]
+    assert torch.allclose(load_guidance(GuidanceConfig(name=folder)).encode_prompt("a red cube").uncond,
+                          _text_states(folder, [""]), atol=1e-6)
+    from_config = load_guidance(GuidanceConfig(name=folder, negative_prompt="blue sphere"))
+    assert torch.allclose(from_config.encode_prompt("a red cube").uncond, _text_states(folder, ["blue sphere"]), atol=1e-6)
+    assert torch.allclose(from_config.encode_prompt("a red cube", negative_prompt="green torus").uncond,
+                          _text_states(folder, ["green torus"]), atol=1e-6)
+
+    guide = load_guidance(GuidanceConfig(name=folder, guidance_scale=5.0, trace_unet=False))
+    x = torch.rand(1, 3, 16, 16)
+    az, el = torch.tensor([0.0]), torch.tensor([10.0])
+
+    def grad(negative):
+        xi = x.clone().requires_grad_(True)
+        guide.sds_loss(xi, guide.encode_prompt("a red cube", negative), az, el, 0.0, torch.Generator().manual_seed(3)).loss.backward()
+        return xi.grad
+
+    g = torch.Generator().manual_seed(3)
+    t = sample_timesteps(1, guide.settings, 0.0, 1000, g)
+    noise = torch.randn((1, 3, 16, 16), generator=g)
+    a = guide.alphas_cumprod[t].view(1, 1, 1, 1)
+    xt = a.sqrt() * (x * 2 - 1) + (1 - a).sqrt() * noise
+    with torch.no_grad():
+        e_c = guide.unet(xt, t, encoder_hidden_states=_text_states(folder, _view_texts("a red cube", az, el))).sample
+        e_u = guide.unet(xt, t, encoder_hidden_states=_text_states(folder, ["blue sphere"])).sample
+    expected = (1 - a) * (e_u + 5.0 * (e_c - e_u) - noise) * 2
+    with_negative = grad("blue sphere")
+    assert torch.allclose(with_negative, expected, atol=1e-5, rtol=1e-3)
+    assert (with_negative - grad(None)).abs().max() > 1e-3  # the empty unconditional context gives another gradient

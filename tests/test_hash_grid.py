@@ -26,8 +26,14 @@ def test_dense_level_interpolates_trilinearly():
 
 
 def test_points_outside_the_bound_are_clamped():
-    grid = HashGrid(HashGridConfig(levels=2, log2_table_size=10, base_resolution=4, max_resolution=8))
-    assert torch.isfinite(grid(torch.tensor([[5.0, -7.0, 0.0]]))).all()
+    """A point outside [-bound, bound]^3 is encoded as the nearest point of the box (per axis), not wrapped
+    or extrapolated: its features equal those at the clamped point and differ from the unclamped grid's."""
+    grid = HashGrid(HashGridConfig(levels=2, log2_table_size=10, base_resolution=4, max_resolution=8), bound=2.0)
+    with torch.no_grad():
+        grid.table.uniform_(-1, 1)
+    outside = torch.tensor([[5.0, -7.0, 0.3], [2.5, 1.0, -0.7], [-9.0, 9.0, 9.0]])
+    assert torch.equal(grid(outside), grid(outside.clamp(-2.0, 2.0)))
+    assert not torch.equal(grid(outside[:1]), grid(torch.tensor([[1.9, -1.9, 0.3]])))  # the box's face, not just inside it
 
 
 # --- the C++ kernel (cpp/hash_grid.cpp) against the PyTorch reference ---------------------------------

@@ -449,3 +449,66 @@ def test_nvdiffrast_antialias_matches_its_numpy_port():
     out = dr.antialias(colour.cuda(), r_gpu, pos.cuda(), tri.cuda(), ctx=ctx).cpu().numpy()
     ref = antialias_reference(colour.numpy(), r_gpu.cpu().numpy(), pos.numpy(), tri.numpy())
     assert same > 0.99 and np.abs(out - ref).max() < 1e-4
+
+
+# --- antialias values against nvdiffrast's algorithm (tests/nvdiffrast_antialias.py, plain Python) ------------
+
+def _nvdiffrast_scene(name):
+    """pos [1, V, 4] (float64), tri [F, 3] of a small scene."""
+    d = torch.float64
+    if name == "right triangles":  # legs along the axes, hypotenuse at 45 degrees; all coordinates dyadic (exact)
+        p = [[-0.53125, -0.46875, 0.5, 1], [0.34375, -0.46875, 0.5, 1], [-0.53125, 0.40625, 0.5, 1]]
+        return torch.tensor([p], dtype=d), torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    if name == "nearer triangle over another":  # a silhouette against another surface, both ways round
+        p = [[-0.53125, -0.46875, 0.5, 1], [0.34375, -0.46875, 0.5, 1], [-0.53125, 0.40625, 0.5, 1],
+             [0.46875, 0.59375, 0.1, 1], [-0.40625, 0.59375, 0.1, 1], [0.46875, -0.28125, 0.1, 1]]
+        return torch.tensor([p], dtype=d), torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32)
+    if name == "triangle":
+        p = [[-0.7, -0.6, 0.1, 1.0], [0.65, -0.5, 0.2, 1.0], [-0.1, 0.7, 0.3, 1.0]]
+        return torch.tensor([p], dtype=d), torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    if name == "quad":
+        p = [[-0.52, -0.61, 0.1, 1], [0.43, -0.61, 0.1, 1], [0.43, 0.37, 0.1, 1], [-0.52, 0.37, 0.1, 1]]
+        return torch.tensor([p], dtype=d), torch.tensor([[0, 1, 2], [0, 2, 3]], dtype=torch.int32)
+    if name == "cube":  # closed mesh in perspective: silhouettes where front faces fold into back faces
+        import trimesh
+
+        from meshdream.render.cameras import make_cameras
+
+        box = trimesh.creation.box((0.9, 0.9, 0.9))
+        cams = make_cameras(torch.tensor([30.0]), torch.tensor([25.0]), torch.tensor([2.5]), torch.tensor([45.0]))
+        v = torch.tensor(box.vertices, dtype=d)
+        pos = torch.einsum("bij,vj->bvi", cams.mvp().to(d), torch.cat([v, torch.ones(len(v), 1, dtype=d)], 1)).contiguous()
+        return pos, torch.tensor(box.faces, dtype=torch.int32)
+    raise KeyError(name)
+
+
+def _antialias_both(name, size=16):
+    from nvdiffrast_antialias import antialias_reference
+
+    pos, tri = _nvdiffrast_scene(name)
+    rast, _ = dr.rasterize(CPU, pos, tri, (size, size))
+    color = torch.rand(1, size, size, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    theirs = torch.from_numpy(antialias_reference(color.numpy(), rast.numpy(), pos.numpy(), tri.numpy()))
+    return color, dr.antialias(color, rast, pos, tri), theirs
+
+
+@pytest.mark.parametrize("name", ["right triangles", "nearer triangle over another"])
+def test_antialias_values_equal_nvdiffrasts_along_edges_both_define_alike(name):
+    """Edges along the axes or at 45 degrees, silhouettes against the background and against another surface:
+    along the edges (pixels more than 1.5 px from every vertex) the coverage, the pixel that takes the blend and
+    its sign equal nvdiffrast's algorithm's, pixel by pixel."""
+    color, ours, theirs = _antialias_both(name)
+    pos, _ = _nvdiffrast_scene(name)
+    screen = (pos[0, :, :2] / pos[0, :, 3:] * 0.5 + 0.5) * 16 - 0.5  # [V, 2] (x, y) in pixels
+    ys, xs = torch.meshgrid(torch.arange(16.0, dtype=torch.float64), torch.arange(16.0, dtype=torch.float64), indexing="ij")
+    centres = torch.stack([xs, ys], -1).view(-1, 1, 2)
+    along_edges = ((centres - screen).norm(dim=-1).min(1).values > 1.5).view(1, 16, 16)
+    changed = ((theirs - color).abs().amax(-1) > 1e-9) & along_edges
+    assert changed.sum() >= 12  # the scene exercises the blending there
+    assert torch.allclose(ours[along_edges], theirs[along_edges], atol=1e-12, rtol=0), float((ours - theirs).abs().max())
+
+
+@pytest.mark.parametrize("name", ["triangle", "quad", "cube"])
+def test_antialias_values_equal_nvdiffrasts(name):
+    color, ours, theirs = _antialias_both(name)
+    assert torch.allclose(ours, theirs, atol=1e-12, rtol=0), int(((ours - theirs).abs().amax(-1) > 1e-9).sum())

@@ -155,3 +155,28 @@ def test_run_without_coarse_result(tmp_path):
     assert r.exit_code == 2 and "no coarse result" in r.output
     r = CliRunner().invoke(cli, ["refine", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_negative_prompt_is_the_unconditional_context_of_both_stages(tmp_path, tiny_configs, tiny_prior, monkeypatch):
+    """`coarse --negative-prompt` reaches the unconditional half of every SDS call; refine keeps the coarse
+    stage's negative prompt unless given another. The contexts are compared with the folder's text encoder
+    called here."""
+    from test_guidance import _text_states
+
+    from meshdream.guidance.pixel import PixelGuidance
+    from meshdream.stages.coarse import coarse
+
+    seen, real = [], PixelGuidance.sds_loss
+
+    def recording(self, images, embeddings, *args, **kwargs):
+        seen.append(embeddings.uncond)
+        return real(self, images, embeddings, *args, **kwargs)
+
+    monkeypatch.setattr(PixelGuidance, "sds_loss", recording)
+    run = tmp_path / "run"
+    coarse("a red cube", run, config=tiny_configs["coarse"], negative_prompt="blue sphere", progress=False, overrides={"iters": 2})
+    refine(run, config=tiny_configs["refine"], progress=False, overrides={"iters": 1})
+    blue, green = _text_states(tiny_prior, ["blue sphere"]), _text_states(tiny_prior, ["green torus"])
+    assert len(seen) == 3 and all(torch.allclose(u, blue, atol=1e-6) for u in seen)
+    refine(run, config=tiny_configs["refine"], progress=False, overrides={"iters": 1}, negative_prompt="green torus")
+    assert len(seen) == 4 and torch.allclose(seen[-1], green, atol=1e-6)

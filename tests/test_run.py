@@ -64,7 +64,10 @@ def test_a_non_run_folder_with_files_is_refused(tmp_path):
     assert os.listdir(folder) == ["turntable.gif"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert RunDir.create(empty).root == empty and RunDir.create(empty)  # an empty folder becomes a RUN, and stays one
+    assert RunDir.create(empty).root == empty  # an empty folder becomes a RUN ...
+    (empty / "notes.txt").write_text("mine")
+    assert RunDir.create(empty).root == empty  # ... and stays one once it holds files (it is marked as ours)
+    assert sorted(os.listdir(empty)) == [".meshdream-run", "notes.txt"]
 
 
 def test_stages_refuse_a_run_another_process_writes(holder, tiny_configs):
