@@ -175,8 +175,10 @@ def refine(run, overrides, preset, config, guidance, iters, texture_size, seed, 
 
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
-@format_option
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="File to write (default RUN/export/model.FORMAT).")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
+              help="Asset file format (default: --output's extension, else glb); it must agree with --output's extension.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="File to write (default RUN/export/model.FORMAT); never inside RUN's coarse/ or refine/ folders.")
 @click.option("--faces", type=click.IntRange(min=4), default=None, help="Decimate to about this many faces.")
 @click.option("--texture-size", type=click.IntRange(min=16, max=8192), default=None, help="Resample the texture to this size.")
 @click.option("--normal-map", is_flag=True,
@@ -271,9 +273,10 @@ def batch(prompts, out, workers, address, gpus_per_job, cpus_per_job, resume, re
 @click.option("--views", type=click.IntRange(min=1, max=720), default=None,
               help="Frames of one turn (default: 120 for mp4, 24 for gif, 8 for png).")
 @click.option("--size", type=click.IntRange(min=16, max=4096), default=512, show_default=True, help="Height of each view (pixels).")
-@click.option("--format", "fmt", type=click.Choice(RENDER_FORMATS), default="mp4", show_default=True,
-              help="mp4 (H.264) or gif: a turntable; png: one sheet of the views.")
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="File to write (default RUN/render.FORMAT).")
+@click.option("--format", "fmt", type=click.Choice(RENDER_FORMATS), default=None,
+              help="mp4 (H.264) or gif: a turntable; png: one sheet of the views (default: --output's extension, else mp4).")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="File to write (default RUN/render.FORMAT); never inside RUN's coarse/ or refine/ folders.")
 @_user_errors
 def render(run, views, size, fmt, output):
     """Render RUN's asset turning: a lit view beside a normals view."""

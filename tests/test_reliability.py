@@ -153,3 +153,108 @@ def test_a_checkpoint_that_does_not_fit_the_stage_is_a_clear_error(tmp_path, coa
     save_checkpoint(ckpt, {"stage": "refine", "step": 1, "config": {}, "rng": {}})
     r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(run), "--resume", "--quiet"])
     assert r.exit_code == 1 and "is not a coarse checkpoint" in r.output, r.output
+
+
+# ------------------------------------------------------------------ commands that read a RUN: one stage check
+
+def _copy(run, tmp_path, name="run"):
+    import shutil
+
+    target = tmp_path / name
+    shutil.copytree(run, target)
+    return target
+
+
+def _digests(run):
+    import hashlib
+
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in run.rglob("*") if p.is_file() and p.parent.name in ("coarse", "refine")}
+
+
+def _readers(run, tmp_path):
+    """Every command that reads a finished stage of RUN (refine reads coarse; export and render the asset)."""
+    return {"export": ["export", str(run), "--output", str(tmp_path / "out.glb")],
+            "render": ["render", str(run), "--format", "png", "--size", "16", "--views", "1", "--output", str(tmp_path / "r.png")]}
+
+
+def test_render_refuses_an_unfinished_stage_like_export(tmp_path, finished_run):
+    run = _copy(finished_run, tmp_path)
+    (run / "refine" / "stage.json").write_text('{"stage": "refine", "finished": false}')
+    for name, args in _readers(run, tmp_path).items():
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 1 and "the refine stage of RUN" in r.output and "has not finished" in r.output, (name, r.output)
+    assert not (tmp_path / "r.png").exists() and not (tmp_path / "out.glb").exists()
+
+
+def test_render_refuses_a_refine_made_from_an_earlier_coarse_result(tmp_path, finished_run, tiny_configs):
+    """The user's report: `coarse "a blue sphere" --out RUN` on a finished red-cube RUN, then `render RUN`."""
+    run = _copy(finished_run, tmp_path)
+    r = CliRunner().invoke(cli, ["coarse", "a blue sphere", "--out", str(run), "--config", tiny_configs["coarse"], "--quiet"])
+    assert r.exit_code == 0, r.output
+    messages = {}
+    for name, args in _readers(run, tmp_path).items():
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 1 and "was made from an earlier coarse result" in r.output, (name, r.output)
+        messages[name] = r.output
+    assert len(set(messages.values())) == 1  # one check, one message
+
+
+def test_batch_resume_reruns_a_finished_prompt_whose_stages_changed(tmp_path, finished_run):
+    from meshdream.batching.runner import _is_finished
+
+    out = tmp_path / "batch"
+    run = _copy(finished_run, out, "job")
+    entry = {"status": "done", "run": "job", "asset": "job/export/model.glb"}
+    assert _is_finished(entry, out)
+    (run / "refine" / "texture.png").write_bytes((run / "refine" / "texture.png").read_bytes()[:-8])
+    assert not _is_finished(entry, out)
+
+
+def test_a_field_file_with_wrong_keys_is_a_clear_error(tmp_path, finished_run, tiny_configs):
+    """A valid checkpoint that is not a coarse field, in a RUN without records (so nothing vouches for it) and in one
+    whose record was re-hashed to match it."""
+    import json
+
+    import torch
+
+    from meshdream.engine.checkpoint import load_checkpoint, save_checkpoint
+    from meshdream.engine.provenance import _fingerprint, file_digest
+
+    state = load_checkpoint(finished_run / "coarse" / "field.pt")["field"]
+    wrong = [{"field": {"state": state["state"]}}, {"field": 3}, {}, {"field": {**state, "bound": "x"}},
+             {"field": {**state, "config": {"kind": "bogus"}}}, {"field": {**state, "state": {"w": torch.zeros(2)}}},
+             {"field": {**state, "config": {**state["config"], "hidden": 7}}}]
+    for i, content in enumerate(wrong):
+        for rehash in (False, True):
+            run = _copy(finished_run, tmp_path, f"{i}-{rehash}")
+            field = run / "coarse" / "field.pt"
+            save_checkpoint(field, content)
+            if rehash:
+                record = json.loads((run / "coarse" / "stage.json").read_text())
+                record["outputs"]["field.pt"] = file_digest(field)
+                record["fingerprint"] = _fingerprint(record)
+                (run / "coarse" / "stage.json").write_text(json.dumps(record))
+            else:
+                for p in run.glob("*/stage.json"):
+                    p.unlink()
+            r = CliRunner().invoke(cli, ["refine", str(run), "--config", tiny_configs["refine"], "--quiet"])
+            assert r.exception is None or isinstance(r.exception, SystemExit), (content, r.output)
+            assert r.exit_code == 1 and str(field) in r.output and "meshdream coarse PROMPT" in r.output, (i, rehash, r.output)
+            assert "delete it" not in r.output
+
+
+@pytest.mark.parametrize("output, fmt", [("coarse/mesh.ply", "ply"), ("refine/mesh.obj", "obj"), ("coarse/new.glb", "glb"),
+                                         ("refine/previews/x.glb", "glb"), ("link/mesh.ply", "ply")])
+def test_export_and_render_never_write_into_a_stage_folder(tmp_path, finished_run, output, fmt):
+    run = _copy(finished_run, tmp_path)
+    (run / "link").symlink_to(run / "coarse")  # a way in that is not spelled "coarse"
+    before = _digests(run)
+    r = CliRunner().invoke(cli, ["export", str(run), "--format", fmt, "--output", str(run / output)])
+    assert r.exit_code == 2 and "stage folder" in r.output, r.output
+    r = CliRunner().invoke(cli, ["render", str(run), "--format", "png", "--size", "16", "--views", "1",
+                                 "--output", str(run / output).rsplit(".", 1)[0] + ".png"])
+    assert r.exit_code == 2 and "stage folder" in r.output, r.output
+    assert _digests(run) == before and not (run / "coarse" / "new.glb").exists()
+    r = CliRunner().invoke(cli, ["export", str(run)])  # the RUN is still whole
+    assert r.exit_code == 0, r.output

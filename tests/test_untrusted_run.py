@@ -12,18 +12,6 @@ from meshdream.cli import cli
 from test_checkpoint import malicious_checkpoint
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, coarse_run, tiny_configs):
-    """A tiny RUN with coarse, refine and export done."""
-    run = tmp_path_factory.mktemp("finished") / "run"
-    shutil.copytree(coarse_run, run)
-    r = CliRunner().invoke(cli, ["refine", str(run), "--config", tiny_configs["refine"], "--quiet"])
-    assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli, ["export", str(run)])
-    assert r.exit_code == 0, r.output
-    return run
-
-
 def commands(run, configs):
     return {
         "refine": ["refine", str(run), "--config", configs["refine"], "--iters", "1", "--quiet"],

@@ -249,10 +249,9 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
         if start.finished(run.coarse_mesh) and _record_intact(run):
             return run.coarse_mesh  # (outputs that no longer match the record are written again from the checkpoint)
     dev = resolve_device(device)
+    guide = load_guidance(cfg.guidance, dev)  # before the stage folder changes: a model that cannot load leaves it as it was
     prepare_folder(stage)
     mark_started(stage, "coarse")
-
-    guide = load_guidance(cfg.guidance, dev)
     embeddings = guide.encode_prompt(prompt, negative_prompt)
     resolution = cfg.resolution or min(guide.resolution, MAX_DEFAULT_RESOLUTION)
 
