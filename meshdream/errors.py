@@ -25,3 +25,8 @@ class UserInputError(MeshdreamError, ValueError):
 
 class CheckpointError(MeshdreamError):
     """A checkpoint that is missing, corrupted or made by an incompatible run."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM, e.g. by a scheduler): unwinds like Ctrl-C, so the stage loop says
+    which checkpoint it kept (CLI: exit code 143, 128 + SIGTERM)."""

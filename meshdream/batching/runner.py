@@ -251,7 +251,7 @@ def _apply_result(entry: dict, result: dict, out: Path) -> None:
 
 def _is_finished(entry: dict, out: Path) -> bool:
     """A prompt --resume keeps: done, its asset there, and its RUN's stages pass the check every command that reads a
-    RUN makes (:func:`meshdream.provenance.check_stages`). A RUN changed since (a stage rerun, a damaged file) is run
+    RUN makes (:func:`meshdream.engine.provenance.check_stages`). A RUN changed since (a stage rerun, a damaged file) is run
     again with --resume: finished stages whose files are intact are kept, the rest is made again."""
     from ..engine.provenance import check_stages
     from ..engine.run import RunDir

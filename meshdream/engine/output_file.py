@@ -2,7 +2,7 @@
 
 - The file's extension names its format: ``--output x.obj`` writes OBJ; with ``--format`` given too, an extension
   that disagrees (``--format ply --output x.glb``) is a usage error, never a PLY file named .glb.
-- It is never inside a RUN's stage folders (:func:`meshdream.run.check_output_path`).
+- It is never inside a RUN's stage folders (:func:`meshdream.engine.run.check_output_path`).
 - A read-only file is not replaced, a folder is not a file, and the folder must be writable.
 """
 from __future__ import annotations
@@ -50,10 +50,13 @@ def output_file(output: str | os.PathLike | None, format: str | None, formats: S
         path = Path(output)
         if not str(output).strip():
             raise UserInputError("--output is empty; give a file name")
+        if path.is_dir():
+            raise UserInputError(f"--output {str(path)!r} is a folder; give a file name such as "
+                                 f"{str(path / ('model.' + (format or formats[0])))!r}")
         fmt = format_of(path, format, formats)
     check_output_path(path)
     if path.is_dir():
-        raise UserInputError(f"--output {str(path)!r} is a folder; give a file name such as {path.name or 'model'}.{fmt}")
+        raise UserInputError(f"{str(path)!r} is a folder; give a file name with --output")
     if is_read_only(path):
         raise UserInputError(f"--output {str(path)!r} is read-only; meshdream does not replace a protected file. Make it "
                              "writable (chmod u+w) or write elsewhere")

@@ -159,7 +159,7 @@ def check_stages(run: RunDir, reads: str) -> Optional[dict]:
     if reads == "asset" and stage_begun(run, "refine"):
         return verified(run, "refine")
     if not stage_begun(run, "coarse"):
-        raise no_result(run, "coarse result" if reads == "coarse" else "coarse or refined mesh")
+        raise no_result(run, "no coarse result" if reads == "coarse" else "neither a refined nor a coarse mesh")
     return verified(run, "coarse")
 
 

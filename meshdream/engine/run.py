@@ -284,14 +284,14 @@ def read_yaml(path: str | os.PathLike, remedy: str) -> dict:
         return data
 
 
-def no_result(run: RunDir, what: str = "coarse result") -> UserInputError:
+def no_result(run: RunDir, what: str = "no coarse result") -> UserInputError:
     """RUN lacks ``what``: say how to make it. A folder that is not a RUN and holds other files gets a new folder
     suggested: meshdream refuses to write into it (see :func:`make_output_folder`)."""
     root = run.root
     if not is_run(root) and root.is_dir() and any(p.name != ".DS_Store" for p in root.iterdir()):
         return UserInputError(f"{str(root)!r} is not a meshdream RUN folder (it holds other files and no coarse or refine "
                               "result); make a RUN in a new or empty folder: `meshdream generate PROMPT --out NEW_FOLDER`")
-    return UserInputError(f"RUN {str(root)!r} has no {what}; run `meshdream coarse PROMPT --out {root}` first")
+    return UserInputError(f"RUN {str(root)!r} has {what}; run `meshdream coarse PROMPT --out {root}` first")
 
 
 def read_prompt(run: RunDir) -> dict:
@@ -361,7 +361,8 @@ def removed_on_usage_error(*paths: str | os.PathLike):
     """Remove those of ``paths`` that did not exist before when a UserInputError escapes the block, so a
     command refused for bad input leaves no empty or partial RUN (or stage) folder behind. A new folder that
     holds stage work by then is kept: `generate` refused in its refine stage keeps the finished coarse stage."""
-    new = [Path(p) for p in paths if not os.path.lexists(p)]
+    # "" (the folder of a bare file name, os.path.dirname("x.glb")) is the working folder: it exists, keep it
+    new = [Path(p) for p in (os.fspath(p) or "." for p in paths) if not os.path.lexists(p)]
     try:
         yield
     except UserInputError:

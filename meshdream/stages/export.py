@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..asset.model import FORMATS, Asset, load_asset, resize_texture, sample_texture, write_asset
-from ..errors import UserInputError
+from ..errors import MeshdreamError, UserInputError
 from ..engine.output_file import output_file
 from ..engine.provenance import check_stages
 from ..engine.run import RunDir, locks_run
@@ -49,6 +49,8 @@ def retexture(asset: Asset, vertices: np.ndarray, faces: np.ndarray) -> Asset:
     uv = unwrap(vertices, faces, resolution=size)
     split = torch.from_numpy(vertices[uv.vmapping]).float()
     pos, mask = uv_positions(dr.get_context("cpu"), split, torch.from_numpy(uv.faces), torch.from_numpy(uv.uvs), size)
+    if not bool(mask.any()):  # no texel of the new unwrap is covered: nothing to sample
+        raise MeshdreamError(f"decimating to {len(faces)} faces left no surface to texture; try a larger --faces")
     old = trimesh.Trimesh(asset.vertices, asset.faces, process=False)
     pts = pos[mask].numpy().astype(np.float64)
     closest, _, tri = trimesh.proximity.closest_point(old, pts)
@@ -71,7 +73,7 @@ def export(run: str | os.PathLike, *, format: str | None = None, output: str | o
     """Write RUN's asset in ``format``; returns the main file's path (default RUN/export/model.FORMAT).
 
     ``format`` (default: ``output``'s extension, else glb) must agree with ``output``'s extension, and ``output``
-    may not point into the RUN's stage folders (:mod:`meshdream.output_file`).
+    may not point into the RUN's stage folders (:mod:`meshdream.engine.output_file`).
 
     ``faces`` decimates the mesh (and re-bakes its texture); with ``normal_map`` the refined mesh's normals are
     baked into a tangent-space normal map of the decimated one (GLB / glTF ``normalTexture``), so the detail

@@ -19,7 +19,7 @@ from .. import raster as dr
 from ..asset.model import WRITERS, Asset, check_mesh, write_files
 from ..texture.bake import bake_texture, bake_vertex_colours
 from ..render.cameras import CameraConfig, sample_cameras, turntable_cameras
-from ..config import SEED_MAX, bounded, build_config
+from ..config import ITERS_MAX, SEED_MAX, bounded, build_config, given_settings, resume_settings
 from ..engine.device import resolve_device
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
@@ -40,7 +40,7 @@ class RefineConfig:
 
     preset_section: ClassVar[str] = "refine"  # its section in meshdream/presets/*.yaml
 
-    iters: int = bounded(200, ge=1)
+    iters: int = bounded(200, ge=1, le=ITERS_MAX)
     seed: int = bounded(0, ge=0, le=SEED_MAX)
     # views per step. 1 (was 2): the embedded prior's UNet is 2/3 of a refine step (66-70%, profiled) and its cost
     # grows with the batch, so 1 view takes a third off the loop (11.2 -> 7.6 s, 2 threads); on the 30 prompts (seed
@@ -141,7 +141,9 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
     Config as for :func:`meshdream.stages.coarse.coarse`. ``negative_prompt`` replaces the one the coarse
     stage used (default: the same). With ``resume``, continues RUN's refine checkpoint (see :mod:`meshdream.engine.stage_loop`
     for which options a resume honours)."""
-    config = build_config(RefineConfig, config, preset, overrides) or config
+    settings = resume_settings(config, preset, overrides) if resume else None
+    if settings is None:
+        config = build_config(RefineConfig, config, preset, overrides) or config
     run_dir = RunDir.existing(run)
     coarse_record = check_stages(run_dir, "coarse")  # an unfinished or changed coarse stage: says how to continue
     coarse_fingerprint = None if coarse_record is None else coarse_record["fingerprint"]
@@ -155,7 +157,7 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
         coarse_guidance = stage_config_guidance(run_dir)
         if coarse_guidance is not None:
             overrides["guidance"] = {"name": coarse_guidance}
-    start = start_stage("refine", stage, RefineConfig, config, overrides, resume)
+    start = start_stage("refine", stage, RefineConfig, config, given_settings(overrides, settings), resume)
     cfg, saved = start.cfg, start.saved
     upstream = saved.get("upstream") if saved is not None else None
     if saved is not None and (upstream.get("coarse") if isinstance(upstream, dict) else None) != coarse_fingerprint:

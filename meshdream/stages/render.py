@@ -148,7 +148,7 @@ def render_run(run: str | os.PathLike, *, views: int | None = None, size: int = 
     """Render RUN's asset (refined, else coarse) turning: lit | normals. Returns the file (default RUN/render.FORMAT).
 
     ``format`` (default: ``output``'s extension, else mp4) must agree with ``output``'s extension. The stages are
-    checked as ``export`` checks them (:func:`meshdream.provenance.check_stages`): nothing stale is rendered."""
+    checked as ``export`` checks them (:func:`meshdream.engine.provenance.check_stages`): nothing stale is rendered."""
     from ..engine.output_file import output_file
     from ..engine.provenance import check_stages
 
