@@ -60,7 +60,7 @@ def _check_slug(slug: Any, where: str) -> str:
 
 def _positive_int(value: Any, key: str, where: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
-        limits = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        limits = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
         raise UserInputError(f"{where}: {key} must be an integer {limits}, got {value!r}")
     return value
 

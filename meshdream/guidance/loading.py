@@ -125,11 +125,11 @@ def refuse_untrusted_files(folder: Path) -> None:
                 "diffusers Stable Diffusion / DeepFloyd IF folder, or --guidance embedded")
 
 
-def damaged(path: str | os.PathLike, error: BaseException | str) -> UserInputError:
+def damaged(folder: str | os.PathLike, path: str | os.PathLike, error: BaseException | str) -> UserInputError:
     """The one message for a model-folder file a library cannot read (truncated, corrupted, not what it should be)."""
     detail = error if isinstance(error, str) else f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}"
-    return UserInputError(f"guidance model file {str(path)!r} is damaged or incomplete ({detail}); download or save the "
-                          "model again, or use another --guidance")
+    return unloadable(str(folder), f"its file {str(path)!r} is damaged or incomplete ({detail}); download or save the "
+                                   "model again")
 
 
 _TEXT_FILES = ("merges.txt", "vocab.txt")
@@ -158,7 +158,7 @@ def check_model_files(folder: str | os.PathLike) -> None:
             except UserInputError:
                 raise
             except Exception as e:  # whatever the parser raises: the file is not what its name says
-                raise damaged(path, e) from None
+                raise damaged(folder, path, e) from None
 
 
 def _check_safetensors(path: Path) -> None:
