@@ -134,7 +134,7 @@ def originals(finished_run):
     return {name: load_checkpoint(finished_run / name) for name in TARGETS}
 
 
-@settings(max_examples=24, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_checkpoints_with_wrong_keys_are_refused_cleanly(data, tmp_path, finished_run, originals, tiny_configs):
     """Checksummed checkpoints (so they pass the damage check) holding the wrong entries, in a RUN without records (so
