@@ -5,6 +5,7 @@ usage errors (exit code 2) and other meshdream errors clean messages (exit code 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -14,8 +15,8 @@ import click
 
 from . import __version__
 from .asset.formats import WRITERS
-from .config import SEED_MAX, preset_names
-from .errors import MeshdreamError, UserInputError
+from .config import ITERS_MAX, SEED_MAX, preset_names
+from .errors import MeshdreamError, Terminated, UserInputError
 from .render.video import DEFAULT_VIEWS, MP4_FPS, RENDER_FORMATS
 
 DEVICES = click.Choice(["cpu", "cuda"])
@@ -34,21 +35,64 @@ def _stage(module: str, name: str):
 
 
 def _user_errors(fn):
-    """Map meshdream errors to click errors so the user sees a message, not a traceback."""
+    """Map meshdream errors to click errors so the user sees a message, not a traceback; SIGTERM stops a command
+    like Ctrl-C (with what it kept), and warnings are plain messages, each once."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _terminate_as_interrupt(), _plain_warnings():
+                return fn(*args, **kwargs)
         except UserInputError as e:
             raise click.UsageError(str(e)) from None
         except MeshdreamError as e:
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt as e:  # the stage loop says what it left (it never claims a checkpoint that is not there)
-            click.echo(f"\n{e or 'interrupted'}", err=True)
-            sys.exit(130)
+            terminated = isinstance(e, Terminated)
+            click.echo(f"\n{e or ('terminated' if terminated else 'interrupted')}", err=True)
+            sys.exit(143 if terminated else 130)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM raises Terminated (a KeyboardInterrupt) while a command runs, so it unwinds like Ctrl-C: atomic writes
+    drop their temporaries and the stage says which checkpoint is kept. Main thread only (where signals arrive)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _plain_warnings():
+    """Warnings as one plain line each ("Warning: ..."), each text once per command: `generate` encodes the prompt
+    in coarse and in refine, and Python's own form shows the source line that warned."""
+    import warnings
+
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            click.echo(f"Warning: {text}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _check_device(device: str | None) -> None:
@@ -127,7 +171,7 @@ def cli() -> None:
 @preset_option
 @config_option
 @guidance_option
-@click.option("--iters", type=click.IntRange(min=1), default=None, help="Optimisation steps.")
+@click.option("--iters", type=click.IntRange(1, ITERS_MAX), default=None, help="Optimisation steps.")
 @seed_option
 @device_option
 @resume_option
@@ -153,7 +197,7 @@ def coarse(prompt, overrides, out, preset, config, guidance, iters, seed, device
 @preset_option
 @config_option
 @guidance_option
-@click.option("--iters", type=click.IntRange(min=1), default=None, help="Optimisation steps.")
+@click.option("--iters", type=click.IntRange(1, ITERS_MAX), default=None, help="Optimisation steps.")
 @click.option("--texture-size", type=click.IntRange(min=16, max=8192), default=None, help="UV texture resolution (pixels).")
 @seed_option
 @device_option
@@ -175,8 +219,10 @@ def refine(run, overrides, preset, config, guidance, iters, texture_size, seed, 
 
 @cli.command()
 @click.argument("run", type=click.Path(file_okay=False))
-@format_option
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="File to write (default RUN/export/model.FORMAT).")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
+              help="Asset file format (default: --output's extension, else glb); it must agree with --output's extension.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="File to write (default RUN/export/model.FORMAT); never inside RUN's coarse/ or refine/ folders.")
 @click.option("--faces", type=click.IntRange(min=4), default=None, help="Decimate to about this many faces.")
 @click.option("--texture-size", type=click.IntRange(min=16, max=8192), default=None, help="Resample the texture to this size.")
 @click.option("--normal-map", is_flag=True,
@@ -190,7 +236,7 @@ def export(run, fmt, output, faces, texture_size, normal_map, size_mm):
     from .engine.run import removed_on_usage_error
 
     fn = _stage("export", "export")
-    with removed_on_usage_error(os.path.dirname(output) if output else os.path.join(run, "export")):
+    with removed_on_usage_error(os.path.dirname(os.path.abspath(output)) if output else os.path.join(run, "export")):
         path = fn(run, format=fmt, output=output, faces=faces, texture_size=texture_size, normal_map=normal_map, size_mm=size_mm)
     click.echo(f"exported: {path}")
 
@@ -204,8 +250,8 @@ def export(run, fmt, output, faces, texture_size, normal_map, size_mm):
 @guidance_option
 @click.option("--coarse-config", type=click.Path(dir_okay=False), default=None, help="YAML for the coarse stage.")
 @click.option("--refine-config", type=click.Path(dir_okay=False), default=None, help="YAML for the refine stage.")
-@click.option("--coarse-iters", type=click.IntRange(min=1), default=None, help="Coarse (NeRF) optimisation steps.")
-@click.option("--refine-iters", type=click.IntRange(min=1), default=None, help="Refine (mesh) optimisation steps.")
+@click.option("--coarse-iters", type=click.IntRange(1, ITERS_MAX), default=None, help="Coarse (NeRF) optimisation steps.")
+@click.option("--refine-iters", type=click.IntRange(1, ITERS_MAX), default=None, help="Refine (mesh) optimisation steps.")
 @click.option("--texture-size", type=click.IntRange(min=16, max=8192), default=None, help="UV texture resolution (pixels).")
 @click.option("--faces", type=click.IntRange(min=4), default=None, help="Decimate the exported mesh to about this many faces.")
 @format_option
@@ -244,8 +290,8 @@ def generate(prompt, overrides, out, preset, guidance, coarse_config, refine_con
 @guidance_option
 @click.option("--coarse-config", type=click.Path(dir_okay=False), default=None, help="YAML for every prompt's coarse stage.")
 @click.option("--refine-config", type=click.Path(dir_okay=False), default=None, help="YAML for every prompt's refine stage.")
-@click.option("--coarse-iters", type=click.IntRange(min=1), default=None, help="Coarse (NeRF) optimisation steps.")
-@click.option("--refine-iters", type=click.IntRange(min=1), default=None, help="Refine (mesh) optimisation steps.")
+@click.option("--coarse-iters", type=click.IntRange(1, ITERS_MAX), default=None, help="Coarse (NeRF) optimisation steps.")
+@click.option("--refine-iters", type=click.IntRange(1, ITERS_MAX), default=None, help="Refine (mesh) optimisation steps.")
 @format_option
 @seed_option
 @click.option("--no-video", is_flag=True, help="Skip each RUN's turntable.mp4 (the GIF is still written).")
@@ -275,9 +321,10 @@ def batch(prompts, out, workers, address, gpus_per_job, cpus_per_job, resume, re
               help=f"Frames of one turn (default: {DEFAULT_VIEWS['mp4']} for mp4, a {DEFAULT_VIEWS['mp4'] / MP4_FPS:g} s turn; "
                    f"{DEFAULT_VIEWS['gif']} for gif; {DEFAULT_VIEWS['png']} for png).")
 @click.option("--size", type=click.IntRange(min=16, max=4096), default=512, show_default=True, help="Height of each view (pixels).")
-@click.option("--format", "fmt", type=click.Choice(RENDER_FORMATS), default="mp4", show_default=True,
-              help="mp4 (H.264) or gif: a turntable; png: one sheet of the views.")
-@click.option("--output", type=click.Path(dir_okay=False), default=None, help="File to write (default RUN/render.FORMAT).")
+@click.option("--format", "fmt", type=click.Choice(RENDER_FORMATS), default=None,
+              help="mp4 (H.264) or gif: a turntable; png: one sheet of the views (default: --output's extension, else mp4).")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="File to write (default RUN/render.FORMAT); never inside RUN's coarse/ or refine/ folders.")
 @_user_errors
 def render(run, views, size, fmt, output):
     """Render RUN's asset turning: a lit view beside a normals view."""

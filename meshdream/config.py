@@ -30,6 +30,8 @@ from .errors import UserInputError
 T = TypeVar("T")
 
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes seeds up to this
+# optimisation steps of a stage: GPU recipes run 10^4 (threestudio: 10,000-25,000); 10^24 would run for ever
+ITERS_MAX = 1_000_000
 
 
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
@@ -380,6 +382,21 @@ def load_config(cls: Type[T], path: str | os.PathLike | None = None, overrides: 
     if overrides:
         config = merge(config, {k: v for k, v in overrides.items() if v is not None})
     return config
+
+
+def resume_settings(config: Any, preset: Optional[str], overrides) -> Optional[dict]:
+    """On --resume, KEY=VALUE ``overrides`` given without a config file or preset change the checkpoint's saved
+    config (compared with it like --iters), not the defaults: the nested settings, or None when a config file or
+    preset is given (that full config is what is compared)."""
+    if config is not None or preset is not None:
+        return None
+    return parse_overrides(overrides)
+
+
+def given_settings(named: Mapping[str, Any], settings: Optional[Mapping[str, Any]]) -> dict:
+    """The settings a stage was given: nested KEY=VALUE ``settings`` with the named options that were given (not
+    None: --iters, --seed ...) on top."""
+    return _deep_merge(dict(settings or {}), {k: v for k, v in named.items() if v is not None})
 
 
 def stage_config(cls: Type[T], config: Any, overrides: Mapping[str, Any]) -> T:

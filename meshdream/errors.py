@@ -30,3 +30,8 @@ class CheckpointError(MeshdreamError):
 class NonFiniteStepError(MeshdreamError):
     """A step's loss came out NaN or infinite (e.g. the guidance's SDS gradient); the stage loop adds the step to
     the message."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM, e.g. by a scheduler): unwinds like Ctrl-C, so the stage loop says
+    which checkpoint it kept (CLI: exit code 143, 128 + SIGTERM)."""

@@ -67,3 +67,21 @@ def coarse_run(tmp_path_factory, tiny_configs):
     out = tmp_path_factory.mktemp("coarse_run") / "run"
     coarse("a red cube", out, config=tiny_configs["coarse"], progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, coarse_run, tiny_configs):
+    """A tiny RUN with coarse, refine and export done (shared, read-only for tests: copy it to change it)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from meshdream.cli import cli
+
+    run = tmp_path_factory.mktemp("finished") / "run"
+    shutil.copytree(coarse_run, run)
+    r = CliRunner().invoke(cli, ["refine", str(run), "--config", tiny_configs["refine"], "--quiet"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["export", str(run)])
+    assert r.exit_code == 0, r.output
+    return run

@@ -143,3 +143,101 @@ def test_cli_exits_0_1_or_2_with_a_message_never_a_traceback(case):
     assert "Traceback" not in r.output
     if r.exit_code:
         assert r.output.strip(), args
+
+
+# ------------------------------------------------------------------ damaged model files
+
+SAFETENSORS = ["text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors"]
+
+
+@st.composite
+def damage(draw, size: int):
+    """How a download or a disk can damage a file: cut short, bytes overwritten (mostly in the header, where the
+    parser looks), junk in front, or the header's length field changed."""
+    kind = draw(st.sampled_from(["truncate", "overwrite", "prefix", "length"]))
+    if kind == "truncate":
+        return kind, draw(st.integers(0, size - 1)), b""
+    if kind == "overwrite":
+        at = draw(st.one_of(st.integers(0, min(size - 1, 400)), st.integers(0, size - 1)))
+        return kind, at, draw(st.binary(min_size=1, max_size=16))
+    if kind == "prefix":
+        return kind, 0, draw(st.binary(min_size=1, max_size=16))
+    return kind, 0, draw(st.integers(0, 2**64 - 1)).to_bytes(8, "little")
+
+
+def _damaged(data: bytes, how) -> bytes:
+    kind, at, blob = how
+    if kind == "truncate":
+        return data[:at]
+    if kind in ("overwrite", "length"):
+        return data[:at] + blob + data[at + len(blob):]
+    return blob + data
+
+
+@pytest.fixture(scope="module")
+def model_copy(tiny_prior, tmp_path_factory):
+    import shutil
+
+    folder = tmp_path_factory.mktemp("fuzzed_model") / "model"
+    shutil.copytree(tiny_prior, folder)
+    return folder
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_damaged_safetensors_file_loads_or_is_a_usage_error_naming_it(data, model_copy):
+    from meshdream.guidance import load_guidance
+
+    name = data.draw(st.sampled_from(SAFETENSORS))
+    path = model_copy / name
+    original = path.read_bytes()
+    path.write_bytes(_damaged(original, data.draw(damage(len(original)))))
+    try:
+        load_guidance(str(model_copy))  # weights changed past the header are just other weights
+    except UserInputError as e:
+        assert str(path) in str(e) or "cannot load guidance model" in str(e), str(e)
+    finally:
+        path.write_bytes(original)
+
+
+# ------------------------------------------------------------------ where export writes
+
+SEGMENTS = ["coarse", "refine", "export", "previews", "..", ".", "link", "new", "run"]
+FILE_NAMES = ["mesh.ply", "mesh.obj", "mesh.mtl", "texture.png", "field.pt", "stage.json", ".meshdream-run", "x.glb", "x.gltf",
+              "x.obj", "x.ply", "x.GLB", "x", "x.exe"]
+
+
+@pytest.fixture(scope="module")
+def export_run(finished_run, tmp_path_factory):
+    import shutil
+
+    run = tmp_path_factory.mktemp("fuzzed_outputs") / "run"
+    shutil.copytree(finished_run, run)
+    (run / "link").symlink_to(run / "refine")
+    return run
+
+
+def _stage_files(run):
+    import hashlib
+
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in run.rglob("*") if p.is_file() and p.relative_to(run).parts[0] in ("coarse", "refine", ".meshdream-run")}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(segments=st.lists(st.sampled_from(SEGMENTS), max_size=4), name=st.sampled_from(FILE_NAMES),
+       fmt=st.sampled_from([None, "glb", "gltf", "obj", "ply"]))
+def test_export_never_writes_into_a_stage_folder_and_the_extension_names_the_format(export_run, segments, name, fmt):
+    from pathlib import Path
+
+    before = _stage_files(export_run)
+    output = Path(export_run, *segments, name)
+    args = ["export", str(export_run), "--output", str(output)] + (["--format", fmt] if fmt else [])
+    r = CliRunner().invoke(cli, args)
+    assert r.exception is None or isinstance(r.exception, SystemExit), (args, repr(r.exception))
+    assert r.exit_code in (0, 2) and "Traceback" not in r.output, (args, r.output)
+    assert _stage_files(export_run) == before, args  # nothing of a stage changed
+    if r.exit_code == 0:
+        real, root = Path(os.path.realpath(output)), Path(os.path.realpath(export_run))
+        assert root not in real.parents or real.relative_to(root).parts[0] not in ("coarse", "refine"), args
+        assert real.suffix[1:].lower() == (fmt or real.suffix[1:].lower()) and real.suffix[1:].lower() in ("glb", "gltf", "obj", "ply")

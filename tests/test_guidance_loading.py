@@ -67,3 +67,64 @@ def test_broken_or_untrusted_guidance_folder_is_a_usage_error(tmp_path, good, na
     r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(tmp_path / "run"), "--guidance", str(folder), "--quiet"])
     assert r.exit_code == 2 and message.split("'")[0] in r.output and "Traceback" not in r.output, r.output
     assert not marker.exists()
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "short":
+        path.write_bytes(data[:5])
+    elif how == "header":
+        path.write_bytes(data[:8] + b"{not json" + data[17:])
+    else:
+        path.write_bytes(b"\x00garbage\xff" * 3)
+
+
+DAMAGED = [("text_encoder/model.safetensors", "truncated"), ("text_encoder/model.safetensors", "short"),
+           ("text_encoder/model.safetensors", "header"), ("unet/diffusion_pytorch_model.safetensors", "truncated"),
+           ("unet/diffusion_pytorch_model.safetensors", "header"), ("tokenizer/tokenizer.json", "junk"),
+           ("tokenizer/tokenizer_config.json", "junk"), ("text_encoder/config.json", "junk"), ("unet/config.json", "truncated"),
+           ("scheduler/scheduler_config.json", "junk"), ("meshdream_prior.json", "junk")]
+
+
+@pytest.mark.parametrize("name, how", DAMAGED)
+def test_a_damaged_model_file_is_a_usage_error_naming_it_and_leaves_no_run(tmp_path, tiny_prior, tiny_configs, name, how):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from meshdream.cli import cli
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_prior, model)
+    _damage(model / name, how)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(out), "--config", tiny_configs["coarse"],
+                                 "--guidance", str(model), "--quiet"])
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.exit_code == 2 and str(model / name) in r.output and "Traceback" not in r.output, r.output
+    assert not out.exists()
+
+
+def test_a_damaged_model_leaves_a_finished_run_as_it_was(tmp_path, tiny_prior, tiny_configs, finished_run):
+    import hashlib
+    import shutil
+
+    from click.testing import CliRunner
+
+    from meshdream.cli import cli
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_prior, model)
+    _damage(model / "text_encoder" / "model.safetensors", "truncated")
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    shutil.rmtree(run / "refine")
+    before = {p: hashlib.sha256(p.read_bytes()).digest() for p in run.rglob("*") if p.is_file()}
+    for args in (["coarse", "a red cube", "--out", str(run), "--config", tiny_configs["coarse"]],
+                 ["refine", str(run), "--config", tiny_configs["refine"]]):
+        r = CliRunner().invoke(cli, args + ["--guidance", str(model), "--quiet"])
+        assert r.exit_code == 2 and "model.safetensors" in r.output, r.output
+    assert {p: hashlib.sha256(p.read_bytes()).digest() for p in run.rglob("*") if p.is_file()} == before
+    assert not (run / "refine").exists()

@@ -5,9 +5,9 @@ import warnings
 
 import numpy as np
 
-from ..engine.run import RunDir, read_prompt, read_yaml, reading, rerun
+from ..engine.run import RunDir, no_result, read_prompt, read_yaml, reading, rerun
 from ..errors import UserInputError
-from .model import Asset, check_mesh
+from .model import Asset, check_mesh, check_texture
 
 
 def run_extras(run: RunDir) -> dict:
@@ -37,14 +37,14 @@ def load_asset(run: RunDir) -> Asset:
 
     if run.refined_mesh.is_file() and run.refined_texture.is_file():
         remedy = rerun(run, "refine")
+        # the texture first: the OBJ loader reads it too (through the MTL), and its error would name the OBJ
+        with reading(run.refined_texture, remedy):
+            texture = np.asarray(Image.open(run.refined_texture).convert("RGB"))
+            check_texture(texture)
         with reading(run.refined_mesh, remedy):
             mesh = trimesh.load(run.refined_mesh, process=False, force="mesh")
             uvs = np.asarray(mesh.visual.uv, dtype=np.float32)
             check_mesh(mesh.vertices, mesh.faces, uvs)
-        with reading(run.refined_texture, remedy):
-            texture = np.asarray(Image.open(run.refined_texture).convert("RGB"))
-            if texture.shape[0] < 1 or texture.shape[1] < 1:
-                raise ValueError("empty image")
         return Asset(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64), uvs=uvs, texture=texture,
                      extras=run_extras(run))
     if run.coarse_mesh.is_file():
@@ -56,4 +56,4 @@ def load_asset(run: RunDir) -> Asset:
             check_mesh(mesh.vertices, mesh.faces, colours)
         return Asset(np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64), colours=colours,
                      extras=run_extras(run))
-    raise UserInputError(f"RUN {str(run.root)!r} has neither a refined nor a coarse mesh; run `meshdream generate PROMPT --out {run.root}`")
+    raise no_result(run, "neither a refined nor a coarse mesh")

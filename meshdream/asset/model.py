@@ -39,15 +39,39 @@ def normals_of(asset: Asset) -> np.ndarray:
     return asset.normals if asset.normals is not None else smooth_normals(asset.vertices, asset.faces).astype(np.float32)
 
 
+# |coordinate| a mesh of a RUN may have (scene units; the scene is a cube of a few units): far beyond it, float32
+# geometry code (squared distances, UV packing, rasterising) overflows instead of failing cleanly
+MAX_COORDINATE = 1e4
+TEXTURE_SIZES = (16, 8192)  # the refine stage's texture_size limits
+
+
 def check_mesh(vertices, faces, per_vertex=None) -> None:
-    """A mesh a stage wrote: at least one face, finite vertices, face indices in range, one uv / colour per vertex."""
+    """A mesh a stage wrote: at least one face, finite vertices within MAX_COORDINATE, face indices in range, a
+    surface with some area, one finite uv / colour per vertex. Raises ValueError saying what is wrong."""
     v, f = np.asarray(vertices), np.asarray(faces)
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3 or len(f) == 0:
         raise ValueError(f"no triangles (vertices {v.shape}, faces {f.shape})")
     if not np.isfinite(v).all() or f.min() < 0 or f.max() >= len(v):
         raise ValueError("non-finite vertices or face indices out of range")
-    if per_vertex is not None and len(per_vertex) != len(v):
-        raise ValueError(f"{len(per_vertex)} uvs / colours for {len(v)} vertices")
+    if np.abs(v).max() > MAX_COORDINATE:
+        raise ValueError(f"a vertex coordinate is {float(np.abs(v).max()):.3g}, beyond the {MAX_COORDINATE:g} a scene spans")
+    tri = v[f].astype(np.float64)
+    if not (np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1) > 0).any():
+        raise ValueError(f"none of its {len(f)} faces has any area")
+    if per_vertex is not None:
+        pv = np.asarray(per_vertex)
+        if len(pv) != len(v):
+            raise ValueError(f"{len(pv)} uvs / colours for {len(v)} vertices")
+        if pv.dtype.kind == "f" and not np.isfinite(pv).all():
+            raise ValueError("non-finite uvs")
+
+
+def check_texture(texture: np.ndarray) -> None:
+    """A texture the refine stage wrote: square, TEXTURE_SIZES[0] to TEXTURE_SIZES[1] pixels a side."""
+    h, w = texture.shape[:2]
+    lo, hi = TEXTURE_SIZES
+    if h != w or not lo <= h <= hi:
+        raise ValueError(f"the texture is {w}x{h} pixels; the refine stage writes square textures of {lo} to {hi} pixels")
 
 
 def resize_texture(texture: np.ndarray, size: int) -> np.ndarray:

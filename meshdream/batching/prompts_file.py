@@ -58,15 +58,21 @@ def _check_slug(slug: Any, where: str) -> str:
     return slug
 
 
-def _positive_int(value: Any, key: str, where: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserInputError(f"{where}: {key} must be an integer >= {minimum}, got {value!r}")
+def _positive_int(value: Any, key: str, where: str, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        limits = f">= {minimum}" + ("" if maximum is None else f" and <= {maximum}")
+        raise UserInputError(f"{where}: {key} must be an integer {limits}, got {value!r}")
     return value
 
 
 def _text(value: Any, key: str, where: str) -> str:
+    from ..guidance.base import control_characters
+
     if not isinstance(value, str) or not value.strip():
         raise UserInputError(f"{where}: {key} must be a non-empty string, got {value!r}")
+    bad = control_characters(value)
+    if bad:
+        raise UserInputError(f"{where}: {key} holds the control character {bad!r}; write plain text")
     return value
 
 
@@ -95,7 +101,9 @@ def job_from_entry(entry: Any, where: str, base: Path) -> PromptJob:
         kw["seed"] = _positive_int(entry["seed"], "seed", where, 0)
     for key in ("coarse_iters", "refine_iters"):
         if key in entry:
-            kw[key] = _positive_int(entry[key], key, where, 1)
+            from ..config import ITERS_MAX
+
+            kw[key] = _positive_int(entry[key], key, where, 1, ITERS_MAX)
     for key in ("negative_prompt", "guidance"):
         if key in entry:
             kw[key] = _text(entry[key], key, where)

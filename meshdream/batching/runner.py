@@ -249,7 +249,23 @@ def _apply_result(entry: dict, result: dict, out: Path) -> None:
 
 
 def _is_finished(entry: dict, out: Path) -> bool:
-    return entry.get("status") == "done" and bool(entry.get("asset")) and (out / entry["asset"]).is_file()
+    """A prompt --resume keeps: done, its asset there, and its RUN's stages pass the check every command that reads a
+    RUN makes (:func:`meshdream.engine.provenance.check_stages`). A RUN changed since (a stage rerun, a damaged file) is run
+    again with --resume: finished stages whose files are intact are kept, the rest is made again."""
+    from ..engine.provenance import check_stages
+    from ..engine.run import RunDir
+
+    if not (entry.get("status") == "done" and bool(entry.get("asset")) and (out / entry["asset"]).is_file()):
+        return False
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an unrecorded stage is usable; the job's own run says so
+            check_stages(RunDir(out / entry["run"]), "asset")
+    except MeshdreamError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- driver

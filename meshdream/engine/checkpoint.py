@@ -36,11 +36,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    remedy: str = "delete it to start over") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`, verifying its checksum.
 
     Never executes code from the file (``weights_only=True``). Raises CheckpointError naming the file
-    when it is missing, truncated, corrupted, of an older format or holds anything but plain data.
+    when it is missing, truncated, corrupted, of an older format or holds anything but plain data; a damaged
+    file's message ends in ``remedy`` (what brings the file back: a stage's output is made by rerunning it).
     """
     import pickle
 
@@ -57,21 +59,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint {path!r} was written by an older meshdream (format 1, which stored Python objects that cannot "
             "be loaded without trusting the file); delete it and run the stage that wrote it again without --resume")
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _DIGEST:
-        raise CheckpointError(f"checkpoint {path!r} is not a meshdream checkpoint or is truncated; delete it to start over")
+        raise CheckpointError(f"checkpoint {path!r} is not a meshdream checkpoint or is truncated; {remedy}")
     digest = data[len(MAGIC) : len(MAGIC) + _DIGEST]
     payload = data[len(MAGIC) + _DIGEST :]
     if hashlib.sha256(payload).digest() != digest:
-        raise CheckpointError(f"checkpoint {path!r} is corrupted (checksum mismatch); delete it to start over")
+        raise CheckpointError(f"checkpoint {path!r} is corrupted (checksum mismatch); {remedy}")
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # the restricted unpickler met a global it does not allow: refuse, never run it
         first = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path!r} holds objects other than plain tensors and numbers and was not "
-                              f"loaded (nothing in it was run): {first}") from None
+                              f"loaded (nothing in it was run): {first}; {remedy}") from None
     except Exception as e:  # a checksummed payload that torch cannot read: wrong version or writer
-        raise CheckpointError(f"checkpoint {path!r} cannot be read: {type(e).__name__}: {str(e)[:200]}") from None
+        raise CheckpointError(f"checkpoint {path!r} cannot be read: {type(e).__name__}: {str(e)[:200]}; {remedy}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint {path!r} does not hold a state dict")
+        raise CheckpointError(f"checkpoint {path!r} does not hold a state dict; {remedy}")
     return state
 
 

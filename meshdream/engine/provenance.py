@@ -11,6 +11,9 @@ so a half-rerun stage is never taken for a finished one. :func:`verified` checks
 files on disk (a disk-full failure or a hand edit shows as a mismatch) and against its upstream stage
 (re-running coarse makes refine stale); every refusal says what to rerun. A stage folder with no record
 at all was made by hand or by a meshdream older than records: it is used with an UnrecordedStageWarning.
+
+:func:`check_stages` is the one rule for every command that reads a RUN: refine (the coarse stage it starts
+from), export, render and a batch's finished prompt (the asset: the refine stage once it has begun, else coarse).
 """
 from __future__ import annotations
 
@@ -140,6 +143,31 @@ def verified(run: RunDir, stage: str) -> Optional[dict]:
             raise StaleStageError(f"the {stage} result in {str(run.root / stage)!r} was made from an earlier {up} result "
                                   f"(the {up} stage ran again since); {rerun(run, stage)}")
     return record
+
+
+def stage_begun(run: RunDir, stage: str) -> bool:
+    """Has ``stage`` begun in RUN (a record, finished or not, or its main output)?"""
+    main = {"coarse": run.coarse_mesh, "refine": run.refined_mesh}[stage]
+    return (run.root / stage / RECORD).is_file() or main.is_file()
+
+
+def check_stages(run: RunDir, reads: str) -> Optional[dict]:
+    """The stage check of every command that reads RUN; returns the verified record of the stage it reads (None:
+    an unrecorded, hand-made stage, used with a warning).
+
+    ``reads="coarse"`` (refine): the coarse stage. ``reads="asset"`` (export, render, batch --resume): the newest
+    stage, refine once it has begun (a record or a mesh), else coarse. A stage that has not finished, whose files
+    changed since it was made, or that was made from an earlier upstream result is a StaleStageError saying what to
+    rerun; a RUN without the stage is a UserInputError saying how to make it."""
+    from .run import no_result
+
+    if reads not in ("coarse", "asset"):
+        raise ValueError(f"reads must be 'coarse' or 'asset', got {reads!r}")
+    if reads == "asset" and stage_begun(run, "refine"):
+        return verified(run, "refine")
+    if not stage_begun(run, "coarse"):
+        raise no_result(run, "no coarse result" if reads == "coarse" else "neither a refined nor a coarse mesh")
+    return verified(run, "coarse")
 
 
 def fingerprint_of(run: RunDir, stage: str) -> Optional[str]:

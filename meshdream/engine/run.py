@@ -37,6 +37,8 @@ MARKER = ".meshdream-run"
 LOCK = ".meshdream.lock"
 LOCK_INFO = ".meshdream.lock.json"
 _STAGE_FOLDERS = ("coarse", "refine", "export")
+# the folders whose files a finished stage records (stage.json): nothing but the stage itself writes there
+RECORDED_STAGES = ("coarse", "refine")
 # file names inside every optimisation stage's folder (RUN/<stage>/...)
 CHECKPOINT_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.yaml"
@@ -168,6 +170,7 @@ class RunDir:
         """Make (or reuse) RUN and check it is writable before any work starts. An existing folder that is not
         empty and not a RUN is refused: meshdream would overwrite and delete files in it."""
         root = Path(path)
+        check_output_path(root, "--out")
         created = not os.path.lexists(root)
         make_output_folder(root, "RUN", ours=is_run(root), marker=MARKER)
         return cls(root, created=created)
@@ -181,6 +184,9 @@ class RunDir:
         """An existing RUN folder, or a UserInputError naming the path."""
         root = Path(path)
         if not root.is_dir():
+            if root.exists():
+                raise UserInputError(f"RUN {str(root)!r} is a file, not a RUN folder; give the folder made by "
+                                     "`meshdream coarse PROMPT --out RUN`")
             raise UserInputError(f"RUN folder {str(root)!r} does not exist; make one with `meshdream coarse PROMPT --out {root}`")
         return cls(root)
 
@@ -278,10 +284,20 @@ def read_yaml(path: str | os.PathLike, remedy: str) -> dict:
         return data
 
 
+def no_result(run: RunDir, what: str = "no coarse result") -> UserInputError:
+    """RUN lacks ``what``: say how to make it. A folder that is not a RUN and holds other files gets a new folder
+    suggested: meshdream refuses to write into it (see :func:`make_output_folder`)."""
+    root = run.root
+    if not is_run(root) and root.is_dir() and any(p.name != ".DS_Store" for p in root.iterdir()):
+        return UserInputError(f"{str(root)!r} is not a meshdream RUN folder (it holds other files and no coarse or refine "
+                              "result); make a RUN in a new or empty folder: `meshdream generate PROMPT --out NEW_FOLDER`")
+    return UserInputError(f"RUN {str(root)!r} has {what}; run `meshdream coarse PROMPT --out {root}` first")
+
+
 def read_prompt(run: RunDir) -> dict:
     """prompt, negative_prompt and seed of RUN (written by its coarse stage)."""
     if not run.prompt_file.is_file():
-        raise UserInputError(f"RUN {str(run.root)!r} has no coarse result; run `meshdream coarse PROMPT --out {run.root}` first")
+        raise no_result(run)
     remedy = rerun(run, "coarse")
     info = read_yaml(run.prompt_file, remedy)
     with reading(run.prompt_file, remedy):
@@ -299,6 +315,25 @@ def write_prompt(run: RunDir, info: dict) -> None:
     from ..atomic_files import atomic_write_bytes
 
     atomic_write_bytes(run.prompt_file, yaml.safe_dump(info, sort_keys=False).encode())
+
+
+def check_output_path(path: str | os.PathLike, option: str = "--output") -> Path:
+    """Refuse an output path inside a RUN's stage folders (coarse/, refine/) or onto a RUN's own marker and lock
+    files, however it is spelled (``..``, symlinks): writing there would destroy a finished stage. Returns the path."""
+    path = Path(path)
+    try:
+        resolved = Path(os.path.realpath(path))
+    except (OSError, ValueError) as e:
+        raise UserInputError(f"{option} {str(path)!r} is not a usable path: {e}") from None
+    for folder in [resolved, *resolved.parents]:
+        if folder.name in RECORDED_STAGES and is_run(folder.parent):
+            raise UserInputError(
+                f"{option} {str(path)!r} is inside the {folder.name} stage folder of RUN {str(folder.parent)!r}; only the "
+                f"{folder.name} stage writes there (anything else would destroy its result). Write elsewhere, e.g. "
+                f"{str(folder.parent / 'export' / (resolved.name if resolved != folder else 'NAME'))!r}")
+    if resolved.name in (MARKER, LOCK, LOCK_INFO, RECORD_FILE) and is_run(resolved.parent):
+        raise UserInputError(f"{option} {str(path)!r} is a file meshdream keeps in RUN {str(resolved.parent)!r}; write elsewhere")
+    return path
 
 
 def is_run(root: Path) -> bool:
@@ -326,7 +361,8 @@ def removed_on_usage_error(*paths: str | os.PathLike):
     """Remove those of ``paths`` that did not exist before when a UserInputError escapes the block, so a
     command refused for bad input leaves no empty or partial RUN (or stage) folder behind. A new folder that
     holds stage work by then is kept: `generate` refused in its refine stage keeps the finished coarse stage."""
-    new = [Path(p) for p in paths if not os.path.lexists(p)]
+    # "" (the folder of a bare file name, os.path.dirname("x.glb")) is the working folder: it exists, keep it
+    new = [Path(p) for p in (os.fspath(p) or "." for p in paths) if not os.path.lexists(p)]
     try:
         yield
     except UserInputError:

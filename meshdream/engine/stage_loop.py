@@ -36,7 +36,7 @@ import torch
 from ..atomic_files import remove_stale_temporaries
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..config import save_config, stage_config, to_dict
-from ..errors import CheckpointError, MeshdreamError, NonFiniteStepError, UserInputError
+from ..errors import CheckpointError, MeshdreamError, NonFiniteStepError, Terminated, UserInputError
 from .run import CHECKPOINT_FILE, CONFIG_FILE, PREVIEWS_FOLDER
 
 T = TypeVar("T")
@@ -77,12 +77,16 @@ def start_stage(name: str, folder: Path, cls: Type[T], config, overrides: Mappin
     path = folder / CHECKPOINT_FILE
     if not path.is_file():
         raise UserInputError(f"--resume: {str(path)!r} does not exist; start without --resume")
-    saved = load_checkpoint(path)
+    saved = load_checkpoint(path, remedy=f"start the {name} stage over without --resume (that replaces it)")
     missing = [k for k in ("stage", "step", "config", "rng") if k not in saved]
     if missing or saved["stage"] != name or not isinstance(saved["step"], int) or not isinstance(saved["config"], dict):
         raise CheckpointError(f"checkpoint {str(path)!r} is not a {name} checkpoint (missing or wrong: "
                               f"{', '.join(missing) or 'stage, step or config'}); start the {name} stage without --resume")
     cfg = resume_config(cls, saved["config"], config, overrides, f"the {name} checkpoint {str(path)!r}")
+    if cfg.iters < saved["step"]:  # the result would be recorded with fewer steps than it was trained for
+        raise UserInputError(f"--resume: the {name} checkpoint {str(path)!r} is at step {saved['step']}, so iters={cfg.iters} "
+                             f"cannot apply (a resumed stage continues; it cannot undo steps). Give iters >= {saved['step']} "
+                             f"(or leave iters out), or start the {name} stage over without --resume")
     return StageStart(cfg, saved)
 
 
@@ -252,8 +256,9 @@ class StageLoop:
                     if self.last_checkpoint != done:
                         self.checkpoint(done)
                     raise
-        except KeyboardInterrupt:  # say what is left to continue from (the CLI prints it)
-            raise KeyboardInterrupt(f"{self.name} interrupted at step {step}; {self.kept()}") from None
+        except KeyboardInterrupt as e:  # say what is left to continue from (the CLI prints it); Ctrl-C or SIGTERM
+            what = "terminated" if isinstance(e, Terminated) else "interrupted"
+            raise type(e)(f"{self.name} {what} at step {step}; {self.kept()}") from None
         bar.close()
         preview(self.preview_path("final.png"), True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import MeshdreamError
 from .base import Guidance, GuidanceConfig, PromptEmbeddings, SDSOutput, UnknownWordsWarning
 from .loading import ALIASES, embedded_prior_path, resolve, unloadable
 from .pixel import PixelGuidance
@@ -32,9 +33,12 @@ def load_guidance(config: GuidanceConfig | str, device: torch.device | str = "cp
     cls = GUIDANCE_KINDS[kind_of(index, path)]
     try:
         return cls(path, config, device)
-    except (OSError, ValueError, KeyError) as e:
-        # A missing / unreadable file, or a model library refusing the folder, is bad input; the same error
-        # types raised by a constructor's own code are bugs and keep their traceback.
+    except MeshdreamError:
+        raise
+    except Exception as e:
+        # A missing / unreadable file, or a model library refusing the folder (with whatever error type it uses:
+        # safetensors' SafetensorError is none of the built-in ones), is bad input; errors raised by a
+        # constructor's own code are bugs and keep their traceback.
         if not isinstance(e, OSError) and not _raised_in(e, _LOADER_PACKAGES):
             raise
         raise unloadable(config.name, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}") from None

@@ -97,9 +97,21 @@ def check_model(path: str, alphas_cumprod: torch.Tensor, resolution: int) -> Non
                              "unet/config.json needs sample_size >= 8")
 
 
+def control_characters(text: str) -> str:
+    """The first control character of ``text`` other than whitespace (NUL, escape ...), or ''. A text encoder
+    reads them as junk tokens, and they cut file names and logs."""
+    import re
+
+    found = re.search(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]", text)
+    return found.group() if found else ""
+
+
 def check_prompt(prompt: str) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise UserInputError(f"the prompt {prompt!r} is empty; describe the object, e.g. 'a red cube'")
+    bad = control_characters(prompt)
+    if bad:
+        raise UserInputError(f"the prompt {prompt[:60]!r} holds the control character {bad!r}; write plain text")
     return prompt.strip()
 
 
@@ -204,11 +216,16 @@ def prompt_words(text: str) -> list[str]:
     return [w for w in re.findall(r"\w+|[^\w\s]", text.lower()) if w not in string.punctuation]
 
 
+def _listed(words: list[str], most: int = 10) -> str:
+    shown = ", ".join(repr(w) for w in words[:most])
+    return shown + (f" and {len(words) - most} more" if len(words) > most else "")
+
+
 def warn_unknown_words(prompt: str, known: list[str]) -> list[str]:
     unknown = [w for w in prompt_words(prompt) if w not in set(known)]
     if unknown:
         warnings.warn(
-            f"the embedded prior does not know the word(s) {', '.join(repr(w) for w in dict.fromkeys(unknown))}; "
+            f"the embedded prior does not know the word(s) {_listed(list(dict.fromkeys(unknown)))}; "
             f"it knows: {', '.join(w for w in known if w.isalpha())}. Use a prompt like 'a red cube', or a "
             "Stable Diffusion / DeepFloyd IF model with --guidance.",
             UnknownWordsWarning,

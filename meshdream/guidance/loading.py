@@ -62,7 +62,9 @@ def resolve(name: str) -> tuple[str, dict]:
         if not index.is_file():
             raise UserInputError(f"guidance folder {str(local)!r} has no model_index.json; it must be a diffusers pipeline folder")
         refuse_untrusted_files(local)
-        return str(local), read_index(index)
+        index_data = read_index(index)
+        check_model_files(local)
+        return str(local), index_data
     looks_like_path = target.startswith((".", "/", "~")) or target.count("/") != 1
     if looks_like_path:
         raise UserInputError(f"guidance {name!r} is not a folder and not a hub id; use 'embedded', 'stable-diffusion', "
@@ -131,3 +133,47 @@ def refuse_untrusted_files(folder: Path) -> None:
                 f"guidance folder {str(folder)!r} asks to run its own Python code ({key!r} in {cfg.relative_to(folder)}); "
                 "meshdream never runs code from model folders (trust_remote_code is always off). Use a standard "
                 "diffusers Stable Diffusion / DeepFloyd IF folder, or --guidance embedded")
+
+
+def damaged(folder: str | os.PathLike, path: str | os.PathLike, error: BaseException | str) -> UserInputError:
+    """The one message for a model-folder file a library cannot read (truncated, corrupted, not what it should be)."""
+    detail = error if isinstance(error, str) else f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}"
+    return unloadable(str(folder), f"its file {str(path)!r} is damaged or incomplete ({detail}); download or save the "
+                                   "model again")
+
+
+_TEXT_FILES = ("merges.txt", "vocab.txt")
+
+
+def check_model_files(folder: str | os.PathLike) -> None:
+    """Read every file of a local model folder the loaders will read (JSON configs and tokenizers, safetensors
+    headers and sizes, tokenizer text files) and refuse the first damaged one with :func:`damaged`, before any
+    model is built: the libraries' own errors (safetensors' SafetensorError, JSON and tokenizer errors) name no
+    file, and some are not even exceptions a caller expects. Only headers are read (no weights)."""
+    folder = Path(folder)
+    parts = [folder] + sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    for part in parts:
+        for path in sorted(part.iterdir()):
+            if not path.is_file():
+                continue
+            try:
+                if path.suffix == ".json":
+                    data = json.loads(path.read_bytes().decode("utf-8"))
+                    if not isinstance(data, dict):
+                        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+                elif path.suffix == ".safetensors":
+                    _check_safetensors(path)
+                elif path.name in _TEXT_FILES:
+                    path.read_bytes().decode("utf-8")
+            except UserInputError:
+                raise
+            except Exception as e:  # whatever the parser raises: the file is not what its name says
+                raise damaged(folder, path, e) from None
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header of a safetensors file parses and its tensors cover the file exactly (a truncated file does not)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        f.keys()

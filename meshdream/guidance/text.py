@@ -97,6 +97,8 @@ def warn_truncated(tokenizer, texts: list[str], max_length: int) -> None:
     if long:
         text, n = long[0]
         kept = tokenizer.decode(tokenizer(text, truncation=True, max_length=max_length).input_ids, skip_special_tokens=True)
-        warnings.warn(f"the prompt {text!r} is {n} tokens but the guidance model reads {max_length}; only {kept!r} is used"
+        shown = text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+        kept = kept if len(kept) <= 200 else f"{kept[:200]}..."
+        warnings.warn(f"the prompt {shown!r} is {n} tokens but the guidance model reads {max_length}; only {kept!r} is used"
                       f"{f' ({len(long)} of {len(texts)} prompts, view suffixes included, are cut)' if len(long) > 1 else ''}. "
                       "Use a shorter prompt", PromptTruncatedWarning, stacklevel=3)

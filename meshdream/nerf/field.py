@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..engine.checkpoint import load_checkpoint
+from ..errors import CheckpointError, MeshdreamError
 from ..config import bounded, from_dict
 from .field_kinds import FIELD_KINDS, signed_distance
 from .hash_grid import HashGrid, HashGridConfig
@@ -107,6 +108,20 @@ def field_from_state(state: dict, device: torch.device | str = "cpu") -> NeRFFie
     return f.to(device).eval()
 
 
-def load_field(path, device: torch.device | str = "cpu") -> NeRFField:
-    """The final coarse field saved in RUN/coarse/field.pt (checksummed)."""
-    return field_from_state(load_checkpoint(path)["field"], device)
+def load_field(path, device: torch.device | str = "cpu", remedy: str = "run the coarse stage again") -> NeRFField:
+    """The final coarse field saved in RUN/coarse/field.pt (checksummed). A file that is not one (damaged, or a valid
+    checkpoint of something else: wrong keys, config or tensor shapes) is a CheckpointError naming it and ``remedy``."""
+    state = load_checkpoint(path, remedy=remedy).get("field")
+    problem = None
+    if not isinstance(state, dict):
+        problem = "no 'field' entry" if state is None else f"'field' is a {type(state).__name__}"
+    elif not isinstance(state.get("config"), dict) or not isinstance(state.get("state"), dict):
+        problem = "the field has no 'config' and 'state' mappings"
+    elif isinstance(state.get("bound"), bool) or not isinstance(state.get("bound"), (int, float)) or not 0 < state["bound"] < 1e6:
+        problem = f"the field's bound is {state.get('bound')!r}"
+    if problem is None:
+        try:
+            return field_from_state(state, device)
+        except (MeshdreamError, KeyError, TypeError, ValueError, RuntimeError) as e:  # from_dict's checks, load_state_dict
+            problem = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+    raise CheckpointError(f"{str(path)!r} does not hold a coarse field ({problem}); {remedy}")

@@ -15,7 +15,7 @@ import torch
 
 from ..render.cameras import CameraConfig, coarse_camera_config, sample_cameras, turntable_cameras
 from ..engine.checkpoint import save_checkpoint
-from ..config import SEED_MAX, bounded, build_config
+from ..config import ITERS_MAX, SEED_MAX, bounded, build_config, given_settings, resume_settings
 from ..engine.device import resolve_device
 from ..errors import MeshdreamError, UserInputError
 from ..guidance import GuidanceConfig, load_guidance
@@ -52,7 +52,7 @@ class CoarseConfig:
 
     preset_section: ClassVar[str] = "coarse"  # its section in meshdream/presets/*.yaml
 
-    iters: int = bounded(400, ge=1)
+    iters: int = bounded(400, ge=1, le=ITERS_MAX)
     seed: int = bounded(0, ge=0, le=SEED_MAX)
     batch_size: int = bounded(1, ge=1, le=256)  # views per step
     # render size; None: the guidance model's resolution, at most 64 (a latent model's 512 px input is the
@@ -208,12 +208,14 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
     ``restarts`` times, and says so; after that it stops with what happened and what to change.
     With ``resume``, continues RUN's coarse checkpoint (see :mod:`meshdream.engine.resume` for which settings
     may change on a resume)."""
-    config = build_config(CoarseConfig, config, preset, overrides) or config
+    settings = resume_settings(config, preset, overrides) if resume else None
+    if settings is None:
+        config = build_config(CoarseConfig, config, preset, overrides) or config
     seeds = []
     while True:
         try:
             return _coarse_once(prompt, out, config=config, guidance=guidance, iters=iters, seed=seed, device=device,
-                                resume=resume, negative_prompt=negative_prompt, progress=progress)
+                                resume=resume, negative_prompt=negative_prompt, progress=progress, settings=settings)
         except FrameFilledError as e:
             seeds.append(e.config.seed)
             if len(seeds) > e.config.restarts:
@@ -221,16 +223,17 @@ def coarse(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | 
                 raise MeshdreamError(f"{e} with every seed tried ({', '.join(map(str, seeds))}). Try other seeds (--seed), "
                                      f"{start}, or a higher border_weight or sparsity_weight in the coarse config") from None
             config, seed, iters, guidance, resume = dataclasses.replace(e.config, seed=e.config.seed + 1), None, None, None, False
+            settings = None  # e.config holds them
             print(f"{e}; starting over with seed {config.seed} ({len(seeds)} of {config.restarts} restarts)", flush=True)
 
 
 def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: str | None = None, iters: int | None = None,
                  seed: int | None = None, device: str | None = None, resume: bool = False, negative_prompt: str | None = None,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, settings: dict | None = None) -> Path:
     prompt = check_prompt(prompt)
     run = RunDir.create(out)
     stage = run.coarse
-    start = start_stage("coarse", stage, CoarseConfig, config, _overrides(iters, seed, guidance), resume)
+    start = start_stage("coarse", stage, CoarseConfig, config, given_settings(_overrides(iters, seed, guidance), settings), resume)
     cfg, state = start.cfg, start.saved
     if state is not None:
         if state.get("prompt") != prompt:
@@ -239,10 +242,9 @@ def _coarse_once(prompt: str, out: str | os.PathLike, *, config=None, guidance: 
         if start.finished(run.coarse_mesh) and record_intact(run, "coarse"):
             return run.coarse_mesh  # (outputs that no longer match the record are written again from the checkpoint)
     dev = resolve_device(device)
+    guide = load_guidance(cfg.guidance, dev)  # before the stage folder changes: a model that cannot load leaves it as it was
     prepare_folder(stage)
     mark_started(stage, "coarse")
-
-    guide = load_guidance(cfg.guidance, dev)
     embeddings = guide.encode_prompt(prompt, negative_prompt)
     resolution = cfg.resolution or min(guide.resolution, MAX_DEFAULT_RESOLUTION)
 

@@ -3,7 +3,6 @@ the asset writers' table (meshdream.asset.formats.WRITERS: GLB / glTF / OBJ + MT
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,8 @@ from ..asset.formats import FORMATS, write_asset
 from ..asset.loading import load_asset
 from ..asset.model import Asset, resize_texture
 from ..errors import UserInputError
+from ..engine.output_file import output_file
+from ..engine.provenance import check_stages
 from ..engine.run import RunDir, locks_run
 from ..texture.sampling import sample_texture
 
@@ -51,6 +52,8 @@ def retexture(asset: Asset, vertices: np.ndarray, faces: np.ndarray) -> Asset:
     uv = unwrap(vertices, faces, resolution=size)
     split = torch.from_numpy(vertices[uv.vmapping]).float()
     pos, mask = uv_positions(dr.get_context("cpu"), split, torch.from_numpy(uv.faces), torch.from_numpy(uv.uvs), size)
+    if not bool(mask.any()):  # no texel of the new unwrap is covered: nothing to sample
+        raise MeshdreamError(f"decimating to {len(faces)} faces left no surface to texture; try a larger --faces")
     old = trimesh.Trimesh(asset.vertices, asset.faces, process=False)
     pts = pos[mask].numpy().astype(np.float64)
     closest, _, tri = trimesh.proximity.closest_point(old, pts)
@@ -64,50 +67,36 @@ def retexture(asset: Asset, vertices: np.ndarray, faces: np.ndarray) -> Asset:
                  name=asset.name, extras=asset.extras)
 
 
-def check_stages(run: RunDir) -> None:
-    """Refuse to export a stage that has not finished, was changed after it was made, or was made from an
-    earlier coarse result (see :mod:`meshdream.engine.provenance`)."""
-    from ..engine.provenance import RECORD, verified
-
-    if (run.refine / RECORD).is_file() or run.refined_mesh.is_file():
-        verified(run, "refine")
-    elif (run.coarse / RECORD).is_file() or run.coarse_mesh.is_file():
-        verified(run, "coarse")
-
-
 @locks_run("export", lambda run, **_: RunDir.existing(run), read_only_ok=True)
-def export(run: str | os.PathLike, *, format: str = "glb", output: str | os.PathLike | None = None, faces: int | None = None,
-           texture_size: int | None = None, normal_map: bool = False, size_mm: float | None = None) -> Path:
+def export(run: str | os.PathLike, *, format: str | None = None, output: str | os.PathLike | None = None,
+           faces: int | None = None, texture_size: int | None = None, normal_map: bool = False,
+           size_mm: float | None = None) -> Path:
     """Write RUN's asset in ``format``; returns the main file's path (default RUN/export/model.FORMAT).
+
+    ``format`` (default: ``output``'s extension, else glb) must agree with ``output``'s extension, and ``output``
+    may not point into the RUN's stage folders (:mod:`meshdream.engine.output_file`).
 
     ``faces`` decimates the mesh (and re-bakes its texture); with ``normal_map`` the refined mesh's normals are
     baked into a tangent-space normal map of the decimated one (GLB / glTF ``normalTexture``), so the detail
     the faces lose still shades. ``size_mm`` (stl / 3mf only, default 50): the printed solid's longest side."""
     from ..asset.printing import PRINT_FORMATS, check_size_mm
 
+    if format is not None and format not in FORMATS:
+        raise UserInputError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if normal_map and faces is None:
         raise UserInputError("--normal-map needs --faces N: the map carries the full mesh's detail onto a decimated one")
-    if normal_map and format not in ("glb", "gltf"):
-        raise UserInputError(f"--normal-map is written into GLB / glTF materials; {format!r} has no place for it")
-    if format not in FORMATS:
-        raise UserInputError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if faces is not None and faces < 4:
         raise UserInputError(f"--faces {faces} is too small; a closed mesh needs at least 4 faces")
-    if size_mm is not None and format not in PRINT_FORMATS:
-        raise UserInputError(f"--size-mm sizes a 3D-print file; use it with --format {' or '.join(PRINT_FORMATS)}, not {format!r}")
-    options = {"size_mm": check_size_mm(size_mm)} if format in PRINT_FORMATS else {}
     if texture_size is not None and not 16 <= texture_size <= 8192:
         raise UserInputError(f"--texture-size {texture_size} is out of range; use 16 to 8192")
     run_dir = RunDir.existing(run)
-    path = Path(output) if output is not None else run_dir.export_file(format)
-    if path.exists() and path.is_dir():
-        raise UserInputError(f"--output {str(path)!r} is a folder; give a file name such as model.{format}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path.parent).close()  # writable? (checked before any work)
-    except OSError as e:
-        raise UserInputError(f"cannot write to the output folder {str(path.parent)!r}: {e.strerror or e}") from None
-    check_stages(run_dir)
+    if normal_map and (format or (Path(output).suffix[1:].lower() if output is not None else "glb")) not in ("glb", "gltf"):
+        raise UserInputError(f"--normal-map is written into GLB / glTF materials; {format or str(output)!r} has no place for it")
+    check_stages(run_dir, "asset")  # nothing is made for a RUN that is refused
+    path, format = output_file(output, format, FORMATS, run_dir.export_file)
+    if size_mm is not None and format not in PRINT_FORMATS:
+        raise UserInputError(f"--size-mm sizes a 3D-print file; use it with --format {' or '.join(PRINT_FORMATS)}, not {format!r}")
+    options = {"size_mm": check_size_mm(size_mm)} if format in PRINT_FORMATS else {}
     asset = load_asset(run_dir)
     if normal_map and asset.uvs is None:
         raise UserInputError(f"--normal-map needs a refined (textured) mesh; run `meshdream refine {run_dir.root}` first")

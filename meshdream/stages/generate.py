@@ -42,8 +42,17 @@ def generate(prompt: str, out: str | os.PathLike, *, guidance: str | None = None
     if faces is not None and faces < 4:
         raise UserInputError(f"--faces {faces} is too small; a closed mesh needs at least 4 faces")
     routed = route_overrides(overrides, {"coarse": CoarseConfig, "refine": RefineConfig})
-    coarse_config = build_config(CoarseConfig, coarse_config, preset, routed["coarse"]) or coarse_config
-    refine_config = build_config(RefineConfig, refine_config, preset, routed["refine"]) or refine_config
+    # on --resume, KEY=VALUE settings without a config file or preset go to the stages as they are: a resumed stage
+    # applies them to its checkpoint's saved config (config.resume_settings), a fresh one to the defaults
+    stage_settings = {"coarse": None, "refine": None}
+    if resume and coarse_config is None and preset is None:
+        stage_settings["coarse"] = routed["coarse"]
+    else:
+        coarse_config = build_config(CoarseConfig, coarse_config, preset, routed["coarse"]) or coarse_config
+    if resume and refine_config is None and preset is None:
+        stage_settings["refine"] = routed["refine"]
+    else:
+        refine_config = build_config(RefineConfig, refine_config, preset, routed["refine"]) or refine_config
     run = RunDir.create(out)  # an unwritable folder fails here, before any work
     timings = {} if timings is None else timings
     t = time.perf_counter()
@@ -56,11 +65,13 @@ def generate(prompt: str, out: str | os.PathLike, *, guidance: str | None = None
 
     with removed_on_usage_error(run.coarse):
         coarse(prompt, run.root, config=coarse_config, guidance=guidance, iters=coarse_iters, seed=seed, device=device,
-               resume=resume and run.checkpoint("coarse").is_file(), negative_prompt=negative_prompt, progress=progress)
+               resume=resume and run.checkpoint("coarse").is_file(), negative_prompt=negative_prompt, progress=progress,
+               overrides=stage_settings["coarse"])
     lap("coarse")
     with removed_on_usage_error(run.refine):  # the finished coarse stage stays (continue with `meshdream refine RUN`)
         refine(run.root, config=refine_config, guidance=guidance, iters=refine_iters, seed=seed, device=device,
-               texture_size=texture_size, resume=resume and run.checkpoint("refine").is_file(), progress=progress)
+               texture_size=texture_size, resume=resume and run.checkpoint("refine").is_file(), progress=progress,
+               overrides=stage_settings["refine"])
     lap("refine")
     path = export(run.root, format=format, faces=faces)
     lap("export")

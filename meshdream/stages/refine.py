@@ -20,7 +20,7 @@ from ..asset.formats import WRITERS, write_files
 from ..asset.model import Asset, check_mesh
 from ..texture.bake import bake_texture, bake_vertex_colours
 from ..render.cameras import CameraConfig, sample_cameras, turntable_cameras
-from ..config import SEED_MAX, bounded, build_config
+from ..config import ITERS_MAX, SEED_MAX, bounded, build_config, given_settings, resume_settings
 from ..engine.device import resolve_device
 from ..errors import UserInputError
 from ..guidance import GuidanceConfig, load_guidance
@@ -30,7 +30,7 @@ from ..mesh.losses import edges_of, face_pairs, laplacian_loss, normal_consisten
 from ..engine.run import CorruptRunFileError, RunDir, locks_run, read_prompt, read_yaml, reading, rerun
 from ..engine.previews import save_strip
 from ..render.shading import ShadingConfig, shading_for_step
-from ..engine.provenance import RECORD, StaleStageError, fingerprint_of, mark_started, record_intact, write_record
+from ..engine.provenance import StaleStageError, check_stages, mark_started, outputs_match, read_record, write_record
 from ..engine.stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
 from ..engine.device import device_errors
 from ..mesh.uv import unwrap
@@ -42,7 +42,7 @@ class RefineConfig:
 
     preset_section: ClassVar[str] = "refine"  # its section in meshdream/presets/*.yaml
 
-    iters: int = bounded(200, ge=1)
+    iters: int = bounded(200, ge=1, le=ITERS_MAX)
     seed: int = bounded(0, ge=0, le=SEED_MAX)
     # views per step. 1 (was 2): the embedded prior's UNet is 2/3 of a refine step (66-70%, profiled) and its cost
     # grows with the batch, so 1 view takes a third off the loop (11.2 -> 7.6 s, 2 threads); on the 30 prompts (seed
@@ -105,7 +105,7 @@ def _load_coarse(run: RunDir, cfg: RefineConfig, ctx, device) -> tuple[RefineSta
     if run.coarse_field.is_file():
         from ..nerf.field import load_field
 
-        field_ = load_field(run.coarse_field, device)
+        field_ = load_field(run.coarse_field, device, remedy=rerun(run, "coarse"))
         texture = bake_texture(ctx, positions, state.faces, state.uvs, cfg.texture_size, lambda x: field_.albedo(x).float())
     elif colours is not None:
         texture = bake_vertex_colours(ctx, torch.from_numpy(colours)[state.vmapping.cpu()].to(device), state.faces, state.uvs,
@@ -143,13 +143,13 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
     Config as for :func:`meshdream.stages.coarse.coarse`. ``negative_prompt`` replaces the one the coarse
     stage used (default: the same). With ``resume``, continues RUN's refine checkpoint (see :mod:`meshdream.engine.stage_loop`
     for which options a resume honours)."""
-    config = build_config(RefineConfig, config, preset, overrides) or config
+    settings = resume_settings(config, preset, overrides) if resume else None
+    if settings is None:
+        config = build_config(RefineConfig, config, preset, overrides) or config
     run_dir = RunDir.existing(run)
+    coarse_record = check_stages(run_dir, "coarse")  # an unfinished or changed coarse stage: says how to continue
+    coarse_fingerprint = None if coarse_record is None else coarse_record["fingerprint"]
     info = read_prompt(run_dir)
-    if (run_dir.coarse / RECORD).is_file():
-        fingerprint_of(run_dir, "coarse")  # an unfinished or changed coarse stage: says how to continue
-    if not run_dir.coarse_mesh.is_file():
-        raise UserInputError(f"RUN {str(run_dir.root)!r} has no coarse result; run `meshdream coarse PROMPT --out {run_dir.root}` first")
     RunDir.create(run_dir.root)  # writable?
     stage = run_dir.refine
     overrides: dict = {"iters": iters, "seed": seed, "texture_size": texture_size,
@@ -159,9 +159,8 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
         coarse_guidance = stage_config_guidance(run_dir)
         if coarse_guidance is not None:
             overrides["guidance"] = {"name": coarse_guidance}
-    start = start_stage("refine", stage, RefineConfig, config, overrides, resume)
+    start = start_stage("refine", stage, RefineConfig, config, given_settings(overrides, settings), resume)
     cfg, saved = start.cfg, start.saved
-    coarse_fingerprint = fingerprint_of(run_dir, "coarse")  # a coarse stage that is unfinished or changed is refused
     upstream = saved.get("upstream") if saved is not None else None
     if saved is not None and (upstream.get("coarse") if isinstance(upstream, dict) else None) != coarse_fingerprint:
         raise StaleStageError(f"--resume: {str(stage / 'checkpoint.pt')!r} continues the refinement of an earlier coarse result "
@@ -171,10 +170,9 @@ def refine(run: str | os.PathLike, *, config=None, guidance: str | None = None, 
         return run_dir.refined_mesh
     dev = resolve_device(device)
     ctx = dr.get_context(dev)
+    guide = load_guidance(cfg.guidance, dev)  # before the stage folder changes: a model that cannot load leaves it as it was
     prepare_folder(stage)
     mark_started(stage, "refine")
-
-    guide = load_guidance(cfg.guidance, dev)
     if saved is not None and "negative_prompt" in saved:  # a resumed run keeps its own
         negative_prompt = saved["negative_prompt"]
     elif negative_prompt is None:

@@ -89,29 +89,29 @@ def turntable_frames(asset: Asset, views: int, size: int, elevation: float = 15.
     return np.stack(list(iter_turntable_frames(asset, views, size, elevation, distance)))
 
 
-def render_run(run: str | os.PathLike, *, views: int | None = None, size: int = 512, format: str = "mp4",
+def render_run(run: str | os.PathLike, *, views: int | None = None, size: int = 512, format: str | None = None,
                output: str | os.PathLike | None = None) -> Path:
-    """Render RUN's asset (refined, else coarse) turning: lit | normals. Returns the file (default RUN/render.FORMAT)."""
-    if format not in RENDER_FORMATS:
+    """Render RUN's asset (refined, else coarse) turning: lit | normals. Returns the file (default RUN/render.FORMAT).
+
+    ``format`` (default: ``output``'s extension, else mp4) must agree with ``output``'s extension. The stages are
+    checked as ``export`` checks them (:func:`meshdream.engine.provenance.check_stages`): nothing stale is rendered."""
+    from ..engine.output_file import output_file
+    from ..engine.provenance import check_stages
+
+    if format is not None and format not in RENDER_FORMATS:
         raise UserInputError(f"unknown render format {format!r}; choose one of {', '.join(RENDER_FORMATS)}")
     if views is not None and views < 1:
         raise UserInputError(f"--views {views}: give at least 1 view")
     if not 16 <= size <= 4096:
         raise UserInputError(f"--size {size} is out of range; use 16 to 4096")
     run_dir = RunDir.existing(run)
-    path = Path(output) if output is not None else run_dir.root / f"render.{format}"
-    if path.is_dir():
-        raise UserInputError(f"--output {str(path)!r} is a folder; give a file name such as render.{format}")
+    check_stages(run_dir, "asset")
+    path, format = output_file(output, format, RENDER_FORMATS, lambda fmt: run_dir.root / f"render.{fmt}")
     asset = load_asset(run_dir)
     size += size % 2  # H.264 wants even sizes
     views = views or DEFAULT_VIEWS[format]
     frames = iter_turntable_frames(asset, views, size) if format == "mp4" else turntable_frames(asset, views, size)
-    data = encode(frames, format)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserInputError(f"cannot create the output folder {str(path.parent)!r}: {e.strerror or e}") from None
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, encode(frames, format))
     return path
 
 

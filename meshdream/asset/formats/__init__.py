@@ -33,12 +33,13 @@ def asset_files(asset: Asset, format: str, stem: str, **options) -> dict[str, by
 
 
 def write_files(files: dict[str, bytes], folder: Path) -> None:
-    """Write every file atomically; the main (first) file last, so its presence means the set is complete."""
-    from ...atomic_files import atomic_write_bytes
+    """Write the files all or nothing (:func:`meshdream.atomic_files.atomic_write_files`): a failure (a full disk)
+    leaves no file of the set changed; the main (first) file is renamed into place last, so its presence means the
+    set is complete."""
+    from ...atomic_files import atomic_write_files
 
     names = list(files)
-    for name in names[1:] + names[:1]:
-        atomic_write_bytes(Path(folder) / name, files[name])
+    atomic_write_files({Path(folder) / name: files[name] for name in names[1:] + names[:1]})
 
 
 def write_asset(asset: Asset, path: Path, format: str, **options) -> Path:
