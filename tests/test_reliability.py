@@ -294,7 +294,7 @@ def test_a_failed_obj_export_leaves_none_of_its_files(tmp_path):
         "import resource, signal, sys, numpy as np\n"
         "from pathlib import Path\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-        "from meshdream.asset.model import Asset, write_asset\n"
+        "from meshdream.asset.model import Asset\nfrom meshdream.asset.formats import write_asset\n"
         "from meshdream.errors import MeshdreamError\n"
         "v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32); f = np.array([[0, 1, 2]])\n"
         "tex = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)\n"

@@ -10,7 +10,7 @@ import numpy as np
 from ..asset.formats import FORMATS, write_asset
 from ..asset.loading import load_asset
 from ..asset.model import Asset, resize_texture
-from ..errors import UserInputError
+from ..errors import MeshdreamError, UserInputError
 from ..engine.output_file import output_file
 from ..engine.provenance import check_stages
 from ..engine.run import RunDir, locks_run

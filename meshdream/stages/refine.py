@@ -30,7 +30,7 @@ from ..mesh.losses import edges_of, face_pairs, laplacian_loss, normal_consisten
 from ..engine.run import CorruptRunFileError, RunDir, locks_run, read_prompt, read_yaml, reading, rerun
 from ..engine.previews import save_strip
 from ..render.shading import ShadingConfig, shading_for_step
-from ..engine.provenance import StaleStageError, check_stages, mark_started, outputs_match, read_record, write_record
+from ..engine.provenance import StaleStageError, check_stages, mark_started, outputs_match, read_record, record_intact, write_record
 from ..engine.stage_loop import StageLoop, prepare_folder, ramp, restoring, seeded_generator, start_stage
 from ..engine.device import device_errors
 from ..mesh.uv import unwrap
