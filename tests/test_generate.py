@@ -41,12 +41,14 @@ def test_generate_cli_makes_a_textured_glb_and_turntable(tmp_path, tiny_configs,
     for i in (0, 6):
         gif.seek(i)
         frames.append(np.asarray(gif.convert("RGB"), dtype=float))
-    for frame in frames:  # the asset, framed on the white background: white corners, an object in the middle
-        h, w, _ = frame.shape
-        corners = frame[[0, 0, -1, -1], [0, -1, 0, -1]]
-        drawn = (frame < 235).any(-1)
-        assert (corners > 240).all() and drawn[h // 2 - 2:h // 2 + 2, w // 2 - 2:w // 2 + 2].all()
-        assert 0.02 < drawn.mean() < 0.8 and not drawn[0].any() and not drawn[-1].any()
+    for frame in frames:  # lit | normals side by side, each the asset framed on white: white corners, an object in the middle
+        assert frame.shape[1] == 2 * frame.shape[0]
+        for view in (frame[:, : frame.shape[1] // 2], frame[:, frame.shape[1] // 2:]):
+            h, w, _ = view.shape
+            corners = view[[0, 0, -1, -1], [0, -1, 0, -1]]
+            drawn = (view < 235).any(-1)
+            assert (corners > 240).all() and drawn[h // 2 - 2:h // 2 + 2, w // 2 - 2:w // 2 + 2].all()
+            assert 0.02 < drawn.mean() < 0.8 and not drawn[0].any() and not drawn[-1].any()
     import imageio_ffmpeg
 
     meta = next(imageio_ffmpeg.read_frames(str(out / "turntable.mp4")))
