@@ -265,6 +265,9 @@ def serve(runs: str | os.PathLike = "meshdream-runs", *, host: str = "127.0.0.1"
     import transformers  # noqa: F401
 
     import meshdream.stages.generate  # noqa: F401
+    from ..mesh.cleanup import prepare_on_this_thread
+
+    prepare_on_this_thread()  # pymeshlab must first run on the main thread; runs use a worker thread
     from diffusers import DDPMScheduler, UNet2DConditionModel  # noqa: F401  (diffusers imports these lazily)
     from transformers import CLIPTextModel  # noqa: F401
 

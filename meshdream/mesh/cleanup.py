@@ -111,3 +111,13 @@ def _component_sizes(faces: np.ndarray) -> list[int]:
         return []
     _, labels = connected_components(int(faces.max()) + 1, face_edges(faces))
     return np.bincount(labels[faces[:, 0]]).tolist()
+
+
+def prepare_on_this_thread() -> None:
+    """Run pymeshlab's clean-up once on the calling thread (a tetrahedron). pymeshlab sets up its filters on the first
+    filter call, on that call's thread; when that is a worker thread, the process's heap is corrupt by the time it
+    exits (glibc aborts: "malloc_consolidate(): unaligned fastbin chunk detected"). A program that runs stages on
+    worker threads (``meshdream app``) calls this once from its main thread first."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float64)
+    f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.int32)
+    clean_mesh(v, f)
