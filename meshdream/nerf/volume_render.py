@@ -82,7 +82,11 @@ class OccupancyGrid:
         return {"density": self.density.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.density = state["density"].to(self.density.device).clone()
+        density = state["density"]
+        if not isinstance(density, torch.Tensor) or density.shape != self.density.shape:
+            # the grid's cells are indexed by this grid's resolution: another shape would index past it
+            raise ValueError(f"occupancy grid of shape {tuple(getattr(density, 'shape', ()))}, expected {tuple(self.density.shape)}")
+        self.density = density.to(self.density.device, self.density.dtype).clone()
         self._mask = None
 
     @property
