@@ -155,3 +155,17 @@ def test_checkpoints_with_wrong_keys_are_refused_cleanly(data, tmp_path, finishe
     assert r.exit_code in (0, 1, 2) and "Traceback" not in r.output, (name, r.output)
     if r.exit_code:
         assert r.output.strip()
+
+
+@pytest.mark.parametrize("entry, value", [("negative_prompt", ["a list"]), ("prompt", 3), ("done", "yes")])
+def test_a_resumed_checkpoint_with_plain_entries_of_the_wrong_type_is_refused(tmp_path, finished_run, originals, entry, value):
+    """Entries that a resumed stage reads as text or a flag are checked when the checkpoint is loaded."""
+    from meshdream.engine.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    state = dict(originals["coarse/checkpoint.pt"], **{entry: value})
+    save_checkpoint(run / "coarse/checkpoint.pt", state)
+    r = CliRunner().invoke(cli, ["coarse", "a red cube", "--out", str(run), "--resume", "--quiet"])
+    assert isinstance(r.exception, SystemExit) and r.exit_code == 1, repr(r.exception)
+    assert f"wrong: {entry}" in r.output and "without --resume" in r.output, r.output

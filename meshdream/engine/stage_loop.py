@@ -63,6 +63,10 @@ class StageStart:
                 and self.cfg.iters <= self.saved["step"])
 
 
+# a checkpoint's plain entries that a resumed stage reads, and their types (each may also be absent or None)
+ENTRY_TYPES = {"prompt": str, "negative_prompt": str, "done": bool}
+
+
 def start_stage(name: str, folder: Path, cls: Type[T], config, overrides: Mapping[str, Any], resume: bool) -> StageStart:
     """The config and saved state a stage starts from.
 
@@ -82,6 +86,10 @@ def start_stage(name: str, folder: Path, cls: Type[T], config, overrides: Mappin
     if missing or saved["stage"] != name or not isinstance(saved["step"], int) or not isinstance(saved["config"], dict):
         raise CheckpointError(f"checkpoint {str(path)!r} is not a {name} checkpoint (missing or wrong: "
                               f"{', '.join(missing) or 'stage, step or config'}); start the {name} stage without --resume")
+    wrong = [k for k, kind in ENTRY_TYPES.items() if saved.get(k) is not None and not isinstance(saved[k], kind)]
+    if saved["step"] < 0 or wrong:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a {name} checkpoint (wrong: {', '.join(wrong) or 'step'}); "
+                              f"start the {name} stage without --resume")
     cfg = resume_config(cls, saved["config"], config, overrides, f"the {name} checkpoint {str(path)!r}")
     if cfg.iters < saved["step"]:  # the result would be recorded with fewer steps than it was trained for
         raise UserInputError(f"--resume: the {name} checkpoint {str(path)!r} is at step {saved['step']}, so iters={cfg.iters} "
