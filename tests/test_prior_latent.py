@@ -93,3 +93,21 @@ def test_exported_prior_guides_through_the_stable_diffusion_path(tiny_data, tmp_
                          torch.Generator().manual_seed(0))
     out.loss.backward()
     assert images.grad is not None and images.grad.abs().sum() > 0 and torch.isfinite(images.grad).all()
+
+
+def test_training_continues_from_an_exported_folder(tiny_data, tmp_path):
+    """``init``: the exported VAE is kept as it is and the UNet stage starts from the exported EMA weights."""
+    first = tiny_config(tiny_data, tmp_path / "first", unet_steps=2)
+    train(first, log=lambda s: None)
+    export(first, log=lambda s: None)
+    logs = []
+    second = tiny_config(tiny_data, tmp_path / "second", init=first.export, unet_steps=0)
+    train(second, log=logs.append)  # no UNet step: the exported weights come back unchanged
+    assert "vae: taken from " + first.export in logs and "unet: starting from " + first.export in logs
+    assert not any(line.startswith("vae step") for line in logs)
+    export(second, log=lambda s: None)
+    a, b = _weights(first.export), _weights(second.export)
+    for sub in a:
+        assert all(torch.equal(a[sub][k], b[sub][k]) for k in a[sub]), sub
+    meta = json.loads(open(os.path.join(second.export, "meshdream_prior.json")).read())
+    assert meta["training"]["continued_from"]["unet_steps"] == 2

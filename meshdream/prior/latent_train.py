@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import glob
+import json
 import math
 import os
 import time
@@ -39,6 +40,8 @@ class LatentTrainConfig:
     data: str = "work_prior/data"            # shards from scripts/prior_dataset.py
     work: str = "work_prior/latent"          # checkpoints, cached latents, loss logs
     export: str = "work_prior/export/latent-prior"
+    init: str = ""                           # an exported prior folder to continue from: its VAE is kept (the vae
+                                             # stage is skipped) and its EMA UNet + text encoder start the UNet stage
     arch: LatentArchitecture = field(default_factory=LatentArchitecture)
     vae_shards: int = 8                       # the VAE learns from the first shards (it needs far fewer images)
     train_shards: int = 40                    # the UNet waits until this many training shards exist
@@ -118,14 +121,16 @@ def train_vae(cfg: LatentTrainConfig, log=print) -> None:
     vae = build_vae(cfg.arch)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(cfg.seed)
-    step, done = 0, False
+    step = 0
+    if not os.path.exists(path) and cfg.init:
+        _vae_from_folder(cfg, path, log)
     if os.path.exists(path):
         state = load_checkpoint(path)
+        if state.get("done", False):
+            return
         vae.load_state_dict(state["vae"]); opt.load_state_dict(state["optimizer"]); set_rng_state(state["rng"], g)
-        step, done = state["step"], state.get("done", False)
+        step = state["step"]
         log(f"vae: resumed from {path} at step {step}")
-    if done:
-        return
     images = shards.load_shards(_wait_for_shards(cfg, cfg.vae_shards, log), ("images",))["images"]
     clock, pending, t0 = _Clock(cfg), [], time.time()
     while step < cfg.vae_steps:
@@ -158,6 +163,16 @@ def train_vae(cfg: LatentTrainConfig, log=print) -> None:
             save_checkpoint(path, {"step": step, "vae": vae.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(g),
                                    "scaling_factor": float(vae.config.scaling_factor), "done": step == cfg.vae_steps,
                                    "config": to_dict(cfg)})
+
+
+def _vae_from_folder(cfg: LatentTrainConfig, path: str, log) -> None:
+    """work/vae.pt, finished, from the exported folder ``cfg.init`` (its weights and scaling factor)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(os.path.join(cfg.init, "vae"))
+    save_checkpoint(path, {"step": cfg.vae_steps, "vae": vae.state_dict(), "optimizer": None, "rng": None,
+                           "scaling_factor": float(vae.config.scaling_factor), "done": True, "config": to_dict(cfg)})
+    log(f"vae: taken from {cfg.init}")
 
 
 @torch.no_grad()
@@ -225,6 +240,12 @@ def train_unet(cfg: LatentTrainConfig, log=print) -> None:
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
     g = torch.Generator().manual_seed(cfg.seed + 2)
     step = 0
+
+    def save(step: int) -> None:
+        save_checkpoint(path, {"step": step, "unet": unet.state_dict(), "text_encoder": text.state_dict(),
+                               "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
+                               "optimizer": opt.state_dict(), "rng": rng_state(g), "config": to_dict(cfg)})
+
     if os.path.exists(path):
         state = load_checkpoint(path)
         unet.load_state_dict(state["unet"]); text.load_state_dict(state["text_encoder"])
@@ -232,6 +253,15 @@ def train_unet(cfg: LatentTrainConfig, log=print) -> None:
         opt.load_state_dict(state["optimizer"]); set_rng_state(state["rng"], g)
         step = state["step"]
         log(f"unet: resumed from {path} at step {step}")
+    elif cfg.init:  # a new schedule from the exported weights (the EMA becomes the live model too)
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(os.path.join(cfg.init, "unet")).state_dict())
+        text.load_state_dict(CLIPTextModel.from_pretrained(os.path.join(cfg.init, "text_encoder")).state_dict())
+        ema_unet.load_state_dict(unet.state_dict()); ema_text.load_state_dict(text.state_dict())
+        log(f"unet: starting from {cfg.init}")
+        save(0)  # from here on the run resumes without the folder
     if step >= cfg.unet_steps:
         return
     scale = float(load_checkpoint(os.path.join(cfg.work, "vae.pt"))["scaling_factor"])
@@ -271,9 +301,7 @@ def train_unet(cfg: LatentTrainConfig, log=print) -> None:
         if clock.due(step, cfg.unet_steps):
             _append_losses(cfg, "unet", pending)
             pending = []
-            save_checkpoint(path, {"step": step, "unet": unet.state_dict(), "text_encoder": text.state_dict(),
-                                   "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
-                                   "optimizer": opt.state_dict(), "rng": rng_state(g), "config": to_dict(cfg)})
+            save(step)
 
 
 def train(cfg: LatentTrainConfig, stages: Tuple[str, ...] = STAGES, log=print) -> None:
@@ -316,6 +344,9 @@ def export(cfg: LatentTrainConfig, folder: str | None = None, log=print) -> str:
         "parameters": {"vae": sum(p.numel() for p in vae.parameters()), "unet": sum(p.numel() for p in unet.parameters()),
                        "text_encoder": sum(p.numel() for p in text.parameters())},
     }
+    if cfg.init:  # the record of the weights this run continued
+        with open(os.path.join(cfg.init, "meshdream_prior.json")) as f:
+            meta["training"]["continued_from"] = json.load(f).get("training")
     save_latent_prior(folder, vae, unet, text, tokenizer, build_scheduler(), meta)
     log(f"exported the prior at unet step {state['step']} to {folder}")
     return folder
