@@ -17,6 +17,7 @@ from .. import raster as dr
 from ..asset.loading import load_asset
 from ..asset.model import Asset, normals_of
 from ..render.cameras import Cameras, turntable_cameras
+from ..render.mesh_render import rasterize_mesh, shade_fragments
 from ..atomic_files import atomic_write_bytes
 from ..errors import UserInputError
 from ..engine.run import RunDir
@@ -43,36 +44,21 @@ def _key_lights(cams: Cameras) -> torch.Tensor:
 def iter_views(asset: Asset, cams: Cameras, size: int, batch: int = 2, ambient: float = 0.35,
                diffuse: float = 0.75) -> Iterator[np.ndarray]:
     """Lit and normals views of ``asset``, ``batch`` views at a time: [b, size, size, 6] uint8 (lit RGB,
-    normals RGB; row 0 = top), on white. One rasterisation per view serves both (positions, normals and
-    UVs interpolated together). Small batches keep memory flat: a 512 px view's float buffers take ~60 MB."""
-    from ..render.shading import shade
-
+    normals RGB; row 0 = top), on white, lit by :func:`_key_lights`. One rasterisation per view serves both.
+    Small batches keep memory flat: a 512 px view's float buffers take ~60 MB."""
     ctx = dr.get_context("cpu")
     uvs, texture = _texture_of(asset)
     v = torch.from_numpy(np.ascontiguousarray(asset.vertices, np.float32))
-    tri = dr.int32_triangles(np.ascontiguousarray(asset.faces), len(asset.vertices), name="faces")
-    attrs = torch.cat([v, torch.from_numpy(normals_of(asset)), torch.from_numpy(np.ascontiguousarray(uvs, np.float32))], -1)
-    tex = torch.from_numpy(np.ascontiguousarray(texture, np.float32)).unsqueeze(0)
-    hom = torch.cat([v, torch.ones_like(v[:, :1])], dim=-1)  # [V, 4]
+    faces = torch.from_numpy(np.ascontiguousarray(asset.faces))
+    normals = torch.from_numpy(normals_of(asset))
+    uv = torch.from_numpy(np.ascontiguousarray(uvs, np.float32))
+    tex = torch.from_numpy(np.ascontiguousarray(texture, np.float32))
     lights = _key_lights(cams)
     for i in range(0, len(cams), batch):
-        c = cams[i:i + batch]
-        pos = torch.einsum("bij,vj->bvi", c.mvp(), hom).contiguous()  # [B, V, 4]
-        rast, _ = dr.rasterize(ctx, pos, tri, (size, size))
-        interp, _ = dr.interpolate(attrs.unsqueeze(0).contiguous(), rast, tri)
-        # shade only the covered pixels (a third of a turntable frame): the same values per pixel, a third
-        # of the work; the rest is the white background
-        b, H, W = rast.shape[:3]
-        covered = (rast[..., 3] > 0).view(-1).nonzero().squeeze(1)  # [M] flat indices of covered pixels
-        hit = interp.view(-1, interp.shape[-1]).index_select(0, covered)  # [M, 8]
-        p, n, uv = hit[:, :3], hit[:, 3:6], hit[:, 6:8].contiguous()
-        n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        albedo = dr.texture(tex, uv.view(1, 1, -1, 2), filter_mode="linear", boundary_mode="clamp").view(-1, 3)
-        lit = shade(albedo, n, p, lights[i:i + batch][covered // (H * W)], "lambertian", ambient, diffuse)
-        colour = torch.ones(b * H * W, 6).index_copy_(0, covered, torch.cat([lit, n * 0.5 + 0.5], -1)).view(b, H, W, 6)  # on white
-        colour = dr.antialias(colour, rast, pos, tri)
-        colour = torch.flip(colour, dims=[1])  # rasterised rows start at the bottom
-        yield colour.clamp_(0, 1).mul_(255).round_().to(torch.uint8).numpy()
+        fragments = rasterize_mesh(ctx, v, faces, cams[i:i + batch], size, uvs=uv, texture=tex, surface=True,
+                                   normals=normals, covered_only=True)
+        both, _ = shade_fragments(fragments, "lambertian", lights[i:i + batch], ambient, diffuse, normals_image=True)
+        yield both.clamp_(0, 1).mul_(255).round_().to(torch.uint8).numpy()
 
 
 def iter_turntable_frames(asset: Asset, views: int, size: int, elevation: float = 15.0,
