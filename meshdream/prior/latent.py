@@ -11,11 +11,8 @@ folder/
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Tuple
 
 import torch
@@ -23,7 +20,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from . import world
-from .model import build_tokenizer
+from .model import build_tokenizer, write_prior_folder
 
 MAX_TOKENS = 16
 
@@ -124,34 +121,7 @@ MODEL_INDEX = {
 
 def save_latent_prior(folder: str | os.PathLike, vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
                       tokenizer, scheduler: DDPMScheduler, meta: dict[str, Any]) -> None:
-    """Write the prior folder atomically (built beside the target, then swapped in); keeps a LICENSE
-    and samples.png already in the folder."""
-    folder = os.path.abspath(os.fspath(folder))
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".prior-", dir=parent)
-    try:
-        os.chmod(tmp, 0o755)
-        for name, module in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder)):
-            module.save_pretrained(os.path.join(tmp, name), safe_serialization=True)
-        tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
-        scheduler.save_pretrained(os.path.join(tmp, "scheduler"))
-        index = dict(MODEL_INDEX, _diffusers_version=__import__("diffusers").__version__)
-        with open(os.path.join(tmp, "model_index.json"), "w") as f:
-            json.dump(index, f, indent=2)
-        with open(os.path.join(tmp, "meshdream_prior.json"), "w") as f:
-            json.dump(meta, f, indent=2)
-        for extra in ("samples.png", "LICENSE"):
-            if os.path.exists(os.path.join(folder, extra)):
-                shutil.copy(os.path.join(folder, extra), os.path.join(tmp, extra))
-        old = None
-        if os.path.exists(folder):
-            old = folder + ".old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Write the prior folder atomically (a Stable Diffusion pipeline folder); keeps a LICENSE and
+    samples.png already in the folder."""
+    write_prior_folder(folder, {"vae": vae, "unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer,
+                                "scheduler": scheduler}, MODEL_INDEX, meta)

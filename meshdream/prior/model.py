@@ -73,33 +73,27 @@ def encode_text(tokenizer: PreTrainedTokenizerFast, text_encoder: CLIPTextModel,
     return text_encoder(ids.to(text_encoder.device)).last_hidden_state
 
 
-def save_prior(folder: str | os.PathLike, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
-               tokenizer: PreTrainedTokenizerFast, scheduler: DDPMScheduler, meta: dict[str, Any]) -> None:
-    """Write the prior folder atomically: build it beside the target, then swap it in."""
+def write_prior_folder(folder: str | os.PathLike, parts: dict[str, Any], index: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write a prior folder atomically: build it beside the target, then swap it in. ``parts``: {sub-folder: a
+    model, tokenizer or scheduler with ``save_pretrained``}; ``index``: model_index.json; ``meta``:
+    meshdream_prior.json. A samples.png and LICENSE already in the folder are kept."""
     folder = os.path.abspath(os.fspath(folder))
     parent = os.path.dirname(folder)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".prior-", dir=parent)
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes a private folder; the prior ships with the package
-        unet.save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
-        text_encoder.save_pretrained(os.path.join(tmp, "text_encoder"), safe_serialization=True)
-        tokenizer.save_pretrained(os.path.join(tmp, "tokenizer"))
-        scheduler.save_pretrained(os.path.join(tmp, "scheduler"))
-        index = {
-            "_class_name": "MeshdreamPriorPipeline",
-            "_diffusers_version": __import__("diffusers").__version__,
-            "scheduler": ["diffusers", "DDPMScheduler"],
-            "text_encoder": ["transformers", "CLIPTextModel"],
-            "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
-            "unet": ["diffusers", "UNet2DConditionModel"],
-        }
+        for name, part in parts.items():
+            if isinstance(part, torch.nn.Module):
+                part.save_pretrained(os.path.join(tmp, name), safe_serialization=True)
+            else:
+                part.save_pretrained(os.path.join(tmp, name))
         with open(os.path.join(tmp, "model_index.json"), "w") as f:
-            json.dump(index, f, indent=2)
+            json.dump(dict(index, _diffusers_version=__import__("diffusers").__version__), f, indent=2)
         with open(os.path.join(tmp, "meshdream_prior.json"), "w") as f:
             json.dump(meta, f, indent=2)
         for extra in ("samples.png", "LICENSE"):  # keep artefacts written next to the weights (and their licence)
-            if os.path.exists(os.path.join(folder, extra)) and not os.path.exists(os.path.join(tmp, extra)):
+            if os.path.exists(os.path.join(folder, extra)):
                 shutil.copy(os.path.join(folder, extra), os.path.join(tmp, extra))
         old = None
         if os.path.exists(folder):
@@ -112,6 +106,20 @@ def save_prior(folder: str | os.PathLike, unet: UNet2DConditionModel, text_encod
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_prior(folder: str | os.PathLike, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
+               tokenizer: PreTrainedTokenizerFast, scheduler: DDPMScheduler, meta: dict[str, Any]) -> None:
+    """Write the pixel prior's folder atomically."""
+    index = {
+        "_class_name": "MeshdreamPriorPipeline",
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+    }
+    write_prior_folder(folder, {"unet": unet, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler},
+                       index, meta)
 
 
 def default_meta(resolution: int = 32) -> dict[str, Any]:

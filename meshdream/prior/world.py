@@ -21,21 +21,11 @@ import numpy as np
 import torch
 
 from ..render.cameras import CameraConfig, Cameras, coarse_camera_config, make_cameras, sample_cameras, view_label, view_prompt
-from .primitives import SDFS, SHAPES, render_field
+from .primitives import COLOURS as PRIMITIVE_COLOURS, SDFS, SHAPES, render_field
 
 # Prompt colours (the words a user types) and the albedo the world paints them with.
-COLOURS: Dict[str, Tuple[float, float, float]] = {
-    "red": (0.85, 0.10, 0.10),
-    "green": (0.12, 0.68, 0.16),
-    "blue": (0.12, 0.25, 0.90),
-    "yellow": (0.95, 0.85, 0.10),
-    "orange": (1.00, 0.50, 0.05),
-    "purple": (0.55, 0.15, 0.75),
-    "white": (0.93, 0.93, 0.90),
-    "black": (0.08, 0.08, 0.08),
-    "brown": (0.50, 0.30, 0.12),
-    "pink": (1.00, 0.50, 0.72),
-}
+COLOURS: Dict[str, Tuple[float, float, float]] = dict(
+    PRIMITIVE_COLOURS, white=(0.93, 0.93, 0.90), black=(0.08, 0.08, 0.08), brown=(0.50, 0.30, 0.12), pink=(1.00, 0.50, 0.72))
 # Part colours of composite objects beyond the prompt colours (never words of a caption).
 PALETTE: Dict[str, Tuple[float, float, float]] = dict(
     COLOURS, grey=(0.55, 0.55, 0.58), tan=(0.85, 0.62, 0.35), dark_green=(0.05, 0.40, 0.10),
