@@ -101,8 +101,10 @@ def test_training_continues_from_an_exported_folder(tiny_data, tmp_path):
     train(first, log=lambda s: None)
     export(first, log=lambda s: None)
     logs = []
-    second = tiny_config(tiny_data, tmp_path / "second", init=first.export, unet_steps=0)
+    second = tiny_config(tiny_data, tmp_path / "second", init=first.export, unet_steps=0, threads=torch.get_num_threads() + 1)
+    threads = torch.get_num_threads()
     train(second, log=logs.append)  # no UNet step: the exported weights come back unchanged
+    assert torch.get_num_threads() == threads  # its own thread count only while it trains
     assert "vae: taken from " + first.export in logs and "unet: starting from " + first.export in logs
     assert not any(line.startswith("vae step") for line in logs)
     export(second, log=lambda s: None)

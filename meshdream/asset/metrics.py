@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import Asset
+from ..engine.device import torch_threads
 from ..mesh.geometry import connected_components, face_edges, face_normals, smooth_normals, weld
 from ..prior.primitives import SDFS, SHAPES
 
@@ -126,14 +127,10 @@ def primitive_sdf(shape: str, points: np.ndarray, size: float = REFERENCE_SIZE) 
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
     p = torch.from_numpy(np.ascontiguousarray(points, np.float64))
-    threads = torch.get_num_threads()
     # small batches, called hundreds of times by ICP: one thread avoids the pool's hand-off cost, which
     # on a busy machine is 1000x the work itself
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return SDFS[SHAPES.index(shape)](p, torch.full((len(p),), float(size), dtype=torch.float64)).numpy()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def primitive_project(shape: str, points: np.ndarray, size: float = REFERENCE_SIZE, eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

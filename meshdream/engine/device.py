@@ -1,5 +1,8 @@
-"""Which torch device a run uses."""
+"""Which torch device a run uses, and how many CPU threads."""
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import torch
 
@@ -15,6 +18,18 @@ def resolve_device(device: str | None) -> torch.device:
     if device not in ("cpu", "cuda"):
         raise UserInputError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside the block and given back after it: a library call must
+    not change the process's thread count (the float results of reductions depend on it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # what lowers a stage's GPU memory, named in the out-of-memory message (config keys of that stage)

@@ -14,18 +14,18 @@ checkpoint with bit-identical results. ``export`` writes the diffusers folder (E
 from __future__ import annotations
 
 import copy
-import glob
 import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.device import torch_threads
 from ..engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..config import to_dict
 from . import shards
@@ -309,10 +309,10 @@ def train(cfg: LatentTrainConfig, stages: Tuple[str, ...] = STAGES, log=print) -
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise ValueError(f"unknown stage(s) {', '.join(bad)}; stages: {', '.join(STAGES)}")
-    torch.set_num_threads(cfg.threads)
     os.makedirs(cfg.work, exist_ok=True)
-    for stage in stages:
-        {"vae": train_vae, "latents": cache_latents, "unet": train_unet}[stage](cfg, log)
+    with torch_threads(cfg.threads):
+        for stage in stages:
+            {"vae": train_vae, "latents": cache_latents, "unet": train_unet}[stage](cfg, log)
 
 
 def loss_curve(cfg: LatentTrainConfig, stage: str, every: int = 500) -> list[tuple[int, float]]:

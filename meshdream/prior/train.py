@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from ..config import to_dict
 from .model import build_scheduler, build_text_encoder, build_tokenizer, build_unet, default_meta, encode_text, save_prior
+from ..engine.device import torch_threads
 
 
 @dataclass
@@ -55,7 +56,11 @@ def _lr(step: int, cfg: PriorTrainConfig) -> float:
 def train(cfg: PriorTrainConfig, log=print) -> None:
     if cfg.steps < 1 or (cfg.stop_at is not None and cfg.stop_at < 1):
         raise ValueError(f"steps ({cfg.steps}) and stop_at ({cfg.stop_at}) must be at least 1 (stop_at may be None)")
-    torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):
+        _train(cfg, log)
+
+
+def _train(cfg: PriorTrainConfig, log) -> None:
     images, captions = load_data(cfg.data)
     tokenizer = build_tokenizer()
     torch.manual_seed(cfg.seed)  # the initial weights; every later draw comes from ``g``
