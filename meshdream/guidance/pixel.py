@@ -78,9 +78,9 @@ class PixelGuidance(Guidance):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
         x = resize(images, self.resolution) * 2 - 1
-        cond, uncond = embeddings.select(azimuth, elevation)
+        cond, uncond, perp_neg = embeddings.contexts(azimuth, elevation, self.config.perp_neg)
         return sds_from_model(x, cond, uncond, self.predict_eps, self.alphas_cumprod, self.settings, progress,
-                              self.config.grad_clip, generator)
+                              self.config.grad_clip, generator, perp_neg)
 
     def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """eps [B, 3, h, w] for pixels x_t; a 6-channel (learned-variance, IF) UNet's first 3 channels."""

@@ -66,7 +66,7 @@ class StableDiffusionGuidance(Guidance):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
         latents = self.encode_images(images)
-        cond, uncond = embeddings.select(azimuth, elevation)
+        cond, uncond, perp_neg = embeddings.contexts(azimuth, elevation, self.config.perp_neg)
         alphas = self.alphas_cumprod.to(self.device)
 
         def predict_eps(x_t, t, context):
@@ -77,4 +77,4 @@ class StableDiffusionGuidance(Guidance):
             return out
 
         return sds_from_model(latents, cond, uncond, predict_eps, self.alphas_cumprod, self.settings, progress,
-                              self.config.grad_clip, generator)
+                              self.config.grad_clip, generator, perp_neg)
