@@ -83,13 +83,11 @@ def start_stage(name: str, folder: Path, cls: Type[T], config, overrides: Mappin
         raise UserInputError(f"--resume: {str(path)!r} does not exist; start without --resume")
     saved = load_checkpoint(path, remedy=f"start the {name} stage over without --resume (that replaces it)")
     missing = [k for k in ("stage", "step", "config", "rng") if k not in saved]
-    if missing or saved["stage"] != name or not isinstance(saved["step"], int) or not isinstance(saved["config"], dict):
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a {name} checkpoint (missing or wrong: "
-                              f"{', '.join(missing) or 'stage, step or config'}); start the {name} stage without --resume")
     wrong = [k for k, kind in ENTRY_TYPES.items() if saved.get(k) is not None and not isinstance(saved[k], kind)]
-    if saved["step"] < 0 or wrong:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a {name} checkpoint (wrong: {', '.join(wrong) or 'step'}); "
-                              f"start the {name} stage without --resume")
+    if (missing or wrong or saved["stage"] != name or not isinstance(saved["step"], int) or saved["step"] < 0
+            or not isinstance(saved["config"], dict)):
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a {name} checkpoint (missing or wrong: "
+                              f"{', '.join(missing + wrong) or 'stage, step or config'}); start the {name} stage without --resume")
     cfg = resume_config(cls, saved["config"], config, overrides, f"the {name} checkpoint {str(path)!r}")
     if cfg.iters < saved["step"]:  # the result would be recorded with fewer steps than it was trained for
         raise UserInputError(f"--resume: the {name} checkpoint {str(path)!r} is at step {saved['step']}, so iters={cfg.iters} "

@@ -84,7 +84,6 @@ class PromptEmbeddings:
             cond = self.cond[""].expand(len(azimuth), -1, -1)
         return cond, self.uncond.expand(len(azimuth), -1, -1)
 
-
     def contexts(self, azimuth: torch.Tensor, elevation: torch.Tensor, perp_neg: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, Optional["PerpNegatives"]]:
         """cond, uncond [B, L, D] and, with ``perp_neg`` (view-dependent embeddings only), Perp-Neg's negatives."""
@@ -219,11 +218,12 @@ def guided_eps(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: torc
     n = len(contexts)
     eps = predict_eps(torch.cat([x_t] * n), torch.cat([t] * n).to(x.device), torch.cat(contexts)).float()
     eps_uncond, eps_cond, *eps_negs = eps.chunk(n)
-    direction = eps_cond - eps_uncond
+    e_pos = eps_cond - eps_uncond
+    direction = e_pos
     if perp_neg is not None:
-        w = perp_neg.weights.to(direction)
-        direction = direction + sum(w[:, k].view(B, *[1] * (x.ndim - 1)) * perpendicular_part(e - eps_uncond, eps_cond - eps_uncond)
-                                    for k, e in enumerate(eps_negs))
+        w = perp_neg.weights.to(e_pos)
+        direction = e_pos + sum(w[:, k].view(B, *[1] * (x.ndim - 1)) * perpendicular_part(e - eps_uncond, e_pos)
+                                for k, e in enumerate(eps_negs))
     return eps_uncond + guidance_scale * direction
 
 
